@@ -1,0 +1,331 @@
+"""The supervisor: owns every task, starts components in order, stops them in reverse.
+
+Start: clients -> lease table -> streams (checked against the routes) -> publisher ->
+router/processor -> heartbeat -> discovery -> taker -> health server.
+
+Stop (SIGTERM/SIGINT, or ``request_stop``): stop taking leases, let every consumer finish
+its current record and checkpoint (bounded by ``worker.shutdown_timeout_seconds``, after
+which consumers are cancelled and save their finished prefix), release every lease so
+others resume at once, remove the worker row, close clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import structlog
+
+from worker.aws import AwsClients
+from worker.config import Config
+from worker.errors import TrimmedDataError
+from worker.leases.coordinator import LeaseCoordinator
+from worker.leases.model import Lease
+from worker.leases.table import LeaseTable
+from worker.lifecycle.consumer import ConsumerState, ShardConsumer, ShardTopology
+from worker.observability import metrics
+from worker.observability.health import HealthServer
+from worker.processing.processor import ProcessingObserver, RecordProcessor
+from worker.processing.router import Router
+from worker.publishing.base import Publisher
+from worker.publishing.factory import build_publisher
+from worker.shards.discovery import StreamInfo, describe_shards, resolve_stream, sync_leases
+from worker.shards.lineage import ShardGraph
+
+log = structlog.get_logger(__name__)
+
+
+class Tables:
+    """Caches one aioboto3 ``Table`` per logical name for handlers."""
+
+    def __init__(self, clients: AwsClients, names: dict[str, str]) -> None:
+        self._clients = clients
+        self._names = names
+        self._tables: dict[str, Any] = {}
+
+    async def table(self, logical_name: str) -> Any:
+        if logical_name not in self._tables:
+            if logical_name not in self._names:
+                raise KeyError(f"no table {logical_name!r} in the config's tables section")
+            resource = await self._clients.dynamodb_resource()
+            self._tables[logical_name] = await resource.Table(self._names[logical_name])
+        return self._tables[logical_name]
+
+
+@dataclass
+class _Running:
+    consumer: ShardConsumer
+    task: asyncio.Task[ConsumerState]
+    stop: asyncio.Event
+
+
+class App:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        observers: list[ProcessingObserver] | None = None,
+        metrics_port: int | None = None,
+    ) -> None:
+        self.config = config
+        self.worker_id = config.worker.resolved_id()
+        self._observers = list(observers or [])
+        self._metrics_port = config.observability.metrics.port if metrics_port is None else metrics_port
+        self._stop = asyncio.Event()
+        self._stopping = False
+        self._loops: list[asyncio.Task[None]] = []
+        self._consumers: dict[tuple[str, str], _Running] = {}
+        self._graphs: dict[str, ShardGraph] = {}
+        self.streams: dict[str, StreamInfo] = {}  # stream arn -> info
+        self.clients: AwsClients | None = None
+        self.lease_table: LeaseTable | None = None
+        self.coordinator: LeaseCoordinator | None = None
+        self.publisher: Publisher | None = None
+        self.processor: RecordProcessor | None = None
+        self.health: HealthServer | None = None
+        self._started = False
+        self._crashed: set[str] = set()
+        self._log = log.bind(worker=self.worker_id)
+
+    # -- start -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        config = self.config
+        router = Router.from_config(config)  # handler import errors are config errors
+        self.clients = AwsClients(config.aws)
+        ddb = await self.clients.client("dynamodb")
+        streams_client = await self.clients.client("dynamodbstreams")
+        self.lease_table = LeaseTable(ddb, await self.clients.dynamodb_resource(), config.leases.table)
+        if config.leases.create_table:
+            await self.lease_table.create_if_missing()
+        needs = router.tables_needing_images()
+        for logical in config.consumed_tables:
+            info = await resolve_stream(ddb, logical, config.tables[logical].name, needs.get(logical, set()))
+            self.streams[info.stream_arn] = info
+        names = {logical: table.name for logical, table in config.tables.items()}
+        self.publisher = await build_publisher(config.publisher, self.clients, names)
+        self.processor = RecordProcessor(
+            router, publisher=self.publisher, tables=Tables(self.clients, names), config=config,
+            observers=self._observers,
+        )
+        self._streams_client = streams_client
+        self.coordinator = LeaseCoordinator(
+            self.lease_table,
+            self.worker_id,
+            config.leases,
+            streams=lambda: {arn: info.table for arn, info in self.streams.items()},
+            on_acquired=self._on_acquired,
+            on_lost=self._on_lost,
+        )
+        # First heartbeat and discovery before any lease is taken.
+        await self.coordinator.heartbeat_once()
+        await self._discover_all()
+        self._spawn("heartbeat", self.coordinator.run_heartbeats)
+        self._spawn("discovery", self._run_discovery)
+        self._spawn("taker", self.coordinator.run_taker)
+        if self._metrics_port:
+            self.health = HealthServer(
+                config.observability.metrics.host, self._metrics_port, alive=self.alive, ready=self.ready
+            )
+            await self.health.start()
+        metrics.up.set(1)
+        self._started = True
+        self._log.info("start worker", streams=sorted(info.table for info in self.streams.values()))
+
+    def alive(self) -> bool:
+        return not self._crashed
+
+    def ready(self) -> bool:
+        ok = self._started and not self._stopping and not self._crashed
+        ok = ok and self.coordinator is not None and self.coordinator.renewing
+        metrics.ready.set(1 if ok else 0)
+        return ok
+
+    # -- supervised loops ----------------------------------------------------------------
+
+    def _spawn(self, name: str, body: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+        self._loops.append(asyncio.create_task(self._supervise(name, body), name=name))
+
+    async def _supervise(self, name: str, body: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+        """Run a background loop; a crash is logged, counted and restarted with back-off."""
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                await body(self._stop)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                metrics.loop_crashes.labels(name).inc()
+                self._crashed.add(name)
+                self._log.exception("restart crashed loop", loop=name, delay=delay)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+                delay = min(delay * 2, 30.0)
+            else:
+                self._crashed.discard(name)
+
+    async def _discover_all(self) -> None:
+        assert self.lease_table is not None
+        ddb = await self._client("dynamodb")
+        router_needs = self.processor._router.tables_needing_images() if self.processor else {}
+        for arn, info in list(self.streams.items()):
+            current = await resolve_stream(ddb, info.table, info.table_name, router_needs.get(info.table, set()))
+            if current.stream_arn != arn:
+                self._log.warning("follow new stream of table", stream=info.table, arn=current.stream_arn)
+                del self.streams[arn]
+                self.streams[current.stream_arn] = current
+            graph = await describe_shards(self._streams_client, current.stream_arn)
+            self._graphs[current.stream_arn] = graph
+            position = self.config.tables[info.table].stream.starting_position
+            await sync_leases(self.lease_table, current, graph, position)
+        self._crashed.discard("discovery")
+
+    async def _run_discovery(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self.config.reader.discovery_interval_seconds)
+                return
+            except TimeoutError:
+                await self._discover_all()
+
+    async def _client(self, name: str) -> Any:
+        assert self.clients is not None
+        return await self.clients.client(name)
+
+    # -- consumers ---------------------------------------------------------------------
+
+    def _topology(self) -> ShardTopology:
+        def exists(stream_arn: str, shard_id: str) -> bool:
+            graph = self._graphs.get(stream_arn)
+            return graph is None or shard_id in graph
+
+        def children(stream_arn: str, shard_id: str) -> list[str]:
+            graph = self._graphs.get(stream_arn)
+            return graph.children_of(shard_id) if graph else []
+
+        return ShardTopology(shard_exists=exists, children_of=children)
+
+    def _on_acquired(self, lease: Lease) -> None:
+        if self._stopping or lease.key in self._consumers:
+            return
+        assert self.lease_table is not None and self.processor is not None
+        consumer = ShardConsumer(
+            lease,
+            streams_client=self._streams_client,
+            lease_table=self.lease_table,
+            processor=self.processor,
+            topology=self._topology(),
+            config=self.config,
+            starting_position=self.config.tables[lease.table].stream.starting_position,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(consumer.run(stop), name=f"consumer:{lease.table}:{lease.shard_id}")
+        self._consumers[lease.key] = _Running(consumer, task, stop)
+        task.add_done_callback(lambda t, key=lease.key: self._on_consumer_done(key, t))
+        metrics.leases_held.labels(lease.table).inc()
+
+    def _on_lost(self, lease: Lease) -> None:
+        running = self._consumers.get(lease.key)
+        if running is not None and not running.task.done():
+            # Fenced: stop at once; its checkpoint write would fail anyway.
+            running.consumer.state = ConsumerState.LEASE_LOST
+            running.task.cancel()
+
+    def _on_consumer_done(self, key: tuple[str, str], task: asyncio.Task[ConsumerState]) -> None:
+        running = self._consumers.pop(key, None)
+        if running is None:
+            return
+        lease = running.consumer.lease
+        metrics.leases_held.labels(lease.table).dec()
+        assert self.coordinator is not None
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            state = task.result()
+            if state in (ConsumerState.SHARD_END, ConsumerState.LEASE_LOST):
+                self.coordinator.forget(lease)
+            return
+        if isinstance(exc, TrimmedDataError):
+            # Policy "stop_shard": keep the lease so nobody else reads past the gap.
+            self._log.error("hold stopped shard", shard=lease.shard_id, error=str(exc))
+            self._crashed.add(f"shard:{lease.shard_id}")
+            return
+        metrics.loop_crashes.labels("consumer").inc()
+        self._log.error("restart crashed consumer", shard=lease.shard_id, error=repr(exc), exc_info=exc)
+        if self._stopping:
+            return
+        checkpoint = running.consumer._checkpointer.checkpointed or lease.checkpoint
+        asyncio.get_running_loop().call_later(
+            2.0, self._restart_consumer, lease.key, checkpoint
+        )
+
+    def _restart_consumer(self, key: tuple[str, str], checkpoint: str | None) -> None:
+        assert self.coordinator is not None
+        lease = self.coordinator.held.get(key)
+        if lease is not None and not self._stopping:
+            from dataclasses import replace
+
+            self._on_acquired(replace(lease, checkpoint=checkpoint))
+
+    # -- stop --------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """Safe from a signal handler: schedules the stop, does not wait for it."""
+        if not self._stop.is_set():
+            self._log.info("stop requested")
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        await self._stop.wait()
+
+    async def stop(self) -> None:
+        """Graceful stop; idempotent."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._stop.set()
+        started = time.monotonic()
+        deadline = started + self.config.worker.shutdown_timeout_seconds
+        if self.coordinator is not None:
+            self.coordinator.taking = False
+        for running in self._consumers.values():
+            running.stop.set()
+        tasks = [r.task for r in self._consumers.values()]
+        # Leave a slice of the budget for releasing leases and closing clients.
+        budget = max(0.5, (deadline - time.monotonic()) * 0.8)
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=budget)
+            for task in pending:
+                task.cancel()
+            if pending:
+                self._log.warning("cancel consumers past the shutdown budget", count=len(pending))
+                await asyncio.wait(pending, timeout=max(0.1, deadline - time.monotonic()))
+        for loop_task in self._loops:
+            loop_task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        if self.coordinator is not None:
+            held = list(self.coordinator.held.values())
+            await asyncio.gather(*(asyncio.shield(self.coordinator.release(lease)) for lease in held))
+            await self.coordinator.leave()
+        if self.publisher is not None:
+            await self.publisher.close()
+        if self.health is not None:
+            await self.health.close()
+        if self.clients is not None:
+            await self.clients.close()
+        metrics.up.set(0)
+        self._log.info("stop worker", seconds=round(time.monotonic() - started, 3))
+
+    async def run(self) -> None:
+        """Start, run until a stop is requested, stop gracefully."""
+        try:
+            await self.start()
+            await self._stop.wait()
+        finally:
+            await self.stop()

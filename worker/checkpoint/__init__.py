@@ -1,0 +1,1 @@
+"""Checkpointing: the fenced, monotonic record of how far a shard is done."""

@@ -1,0 +1,152 @@
+"""Command line: run | demo | check-config | create-tables.
+
+Exit codes: 0 success; 1 runtime failure; 2 bad config or an environment that does not
+fit it (the message names the key and the reason).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import structlog
+
+from worker import __version__
+from worker.config import Config, load_config
+from worker.errors import ConfigError, SetupError
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+DEFAULT_CONFIG = os.environ.get("STREAM_WORKER_CONFIG", "config/worker.yaml")
+
+
+def _print_config_error(exc: ConfigError) -> None:
+    print("configuration error:", file=sys.stderr)
+    for path, reason in exc.problems:
+        print(f"  {path}: {reason}", file=sys.stderr)
+
+
+def _load(path: str) -> Config:
+    from worker.processing.router import Router
+
+    config = load_config(path)
+    Router.from_config(config)  # handlers must import and be async callables
+    return config
+
+
+async def _run(config: Config, metrics_port: int | None) -> int:
+    from worker.app import App
+
+    app = App(config, metrics_port=metrics_port)
+    loop = asyncio.get_running_loop()
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            structlog.get_logger(__name__).info("stop on signal", signal=signal.Signals(signum).name)
+            app.request_stop()
+        else:  # a second signal forces the stop
+            structlog.get_logger(__name__).warning("force exit on second signal")
+            os._exit(EXIT_FAILURE)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    await app.run()
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from worker.observability.logging import configure_logging
+
+    config = _load(args.config)
+    logging_config = config.observability.logging
+    configure_logging(args.log_level or logging_config.level, args.log_format or logging_config.format)
+    try:
+        return asyncio.run(_run(config, args.metrics_port))
+    except SetupError as exc:
+        print(f"setup error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    print(f"{args.config}: ok ({len(config.routes)} routes over tables {', '.join(config.consumed_tables)})")
+    return EXIT_OK
+
+
+def cmd_create_tables(args: argparse.Namespace) -> int:
+    from worker.aws import AwsClients
+    from worker.local.tables import create_tables
+
+    config = _load(args.config)
+
+    async def go() -> list[str]:
+        clients = AwsClients(config.aws)
+        try:
+            return await create_tables(config, clients)
+        finally:
+            await clients.close()
+
+    created = asyncio.run(go())
+    print("created: " + (", ".join(created) if created else "nothing (all tables exist)"))
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from worker.local.demo import run_demo
+    from worker.observability.logging import configure_logging
+
+    configure_logging(args.log_level or "WARNING", "console")
+    return asyncio.run(run_demo(args.config, args.orders, args.timeout))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stream-worker", description="DynamoDB Streams worker daemon")
+    parser.add_argument("--version", action="version", version=f"stream-worker {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="YAML config (default: %(default)s)")
+        return p
+
+    run = with_config(sub.add_parser("run", help="run the worker until SIGTERM/SIGINT"))
+    run.add_argument("--metrics-port", type=int, default=None, help="override the metrics port (0 disables)")
+    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument("--log-format", choices=["json", "console"])
+    run.set_defaults(func=cmd_run)
+
+    demo = with_config(sub.add_parser("demo", help="run the seed's chain on an embedded moto server"))
+    demo.add_argument("--orders", type=int, default=5, help="sample orders to write (default: %(default)s)")
+    demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the chain")
+    demo.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    demo.set_defaults(func=cmd_demo)
+
+    with_config(sub.add_parser("check-config", help="validate the config; exit 0 or 2")).set_defaults(
+        func=cmd_check_config
+    )
+    with_config(sub.add_parser("create-tables", help="create missing application and lease tables")).set_defaults(
+        func=cmd_create_tables
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "config", None) and not Path(args.config).exists():
+        print(f"configuration error:\n  (file): {args.config} does not exist", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        _print_config_error(exc)
+        return EXIT_CONFIG
+    except SetupError as exc:
+        print(f"setup error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return EXIT_FAILURE

@@ -1,0 +1,285 @@
+"""Typed configuration, loaded from YAML, interpolated from the environment, validated.
+
+Every section mirrors a package (``leases``, ``reader``, ``processing`` ...). Unknown
+keys are errors, and every error names the key path and the reason, e.g.
+``routes[1].table: unknown table 'ordrs' (known: events, orders, shipments)``.
+
+String values may use ``${VAR}`` or ``${VAR:-default}``; an unset variable without a
+default is a config error naming the key that used it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import uuid
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from worker.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+StartingPosition = Literal["TRIM_HORIZON", "LATEST"]
+EventNameLiteral = Literal["INSERT", "MODIFY", "REMOVE"]
+
+
+class AwsConfig(_Section):
+    """Region and endpoint; credentials always come from the SDK's default chain."""
+
+    region: str | None = None
+    endpoint_url: str | None = None
+    connect_timeout_seconds: float = Field(5.0, gt=0)
+    read_timeout_seconds: float = Field(10.0, gt=0)
+    max_pool_connections: int = Field(64, ge=1, le=1024)
+
+    def resolved_region(self) -> str:
+        # botocore itself only reads AWS_DEFAULT_REGION; ECS sets both, other tools one.
+        region = self.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        if not region:
+            raise ConfigError([("aws.region", "not set, and neither AWS_REGION nor AWS_DEFAULT_REGION is")])
+        return region
+
+    def resolved_endpoint(self) -> str | None:
+        return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+class StreamSettings(_Section):
+    starting_position: StartingPosition = "TRIM_HORIZON"
+
+
+class TableConfig(_Section):
+    """A logical table: handlers and routes use the logical name, AWS sees ``name``."""
+
+    name: str = Field(min_length=3, max_length=255)
+    key: str = Field("id", description="hash key attribute, used by create-tables")
+    stream: StreamSettings = StreamSettings()
+
+
+class WorkerSettings(_Section):
+    id: str | None = Field(None, description="stable worker id; default host-pid-random")
+    shutdown_timeout_seconds: float = Field(25.0, gt=0, le=3600)
+
+    def resolved_id(self) -> str:
+        if self.id:
+            return self.id
+        return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+class LeaseConfig(_Section):
+    table: str = Field("stream-worker-leases", min_length=3, max_length=255)
+    create_table: bool = True
+    duration_seconds: float = Field(10.0, ge=1, le=600)
+    heartbeat_interval_seconds: float | None = Field(None, gt=0)
+    taker_interval_seconds: float = Field(1.0, gt=0, le=600)
+    max_leases_per_worker: int | None = Field(None, ge=1)
+
+    @property
+    def heartbeat_interval(self) -> float:
+        # Three heartbeats per lease duration, as KCL renews: two may be lost before expiry.
+        return self.heartbeat_interval_seconds or self.duration_seconds / 3
+
+    @model_validator(mode="after")
+    def _heartbeat_below_duration(self) -> "LeaseConfig":
+        if self.heartbeat_interval >= self.duration_seconds / 2:
+            raise ValueError("heartbeat_interval_seconds must be below half of duration_seconds")
+        return self
+
+
+class ReaderConfig(_Section):
+    max_records: int = Field(1000, ge=1, le=1000)
+    idle_poll_seconds: float = Field(0.25, ge=0, le=60)
+    max_idle_poll_seconds: float = Field(1.0, ge=0, le=300)
+    discovery_interval_seconds: float = Field(30.0, gt=0)
+    on_trimmed_data: Literal["restart_at_trim_horizon", "stop_shard"] = "restart_at_trim_horizon"
+    parent_poll_seconds: float = Field(1.0, gt=0)
+
+
+class RetryConfig(_Section):
+    """Handler retry back-off. A failing record is retried until it succeeds and the
+    checkpoint holds meanwhile (dead-lettering and attempt limits: see docs/failures.md)."""
+
+    initial_backoff_seconds: float = Field(0.1, gt=0)
+    max_backoff_seconds: float = Field(10.0, gt=0)
+
+
+class ProcessingConfig(_Section):
+    retry: RetryConfig = RetryConfig()
+
+
+class PublisherConfig(_Section):
+    type: Literal["outbox", "eventbridge", "sqs", "sns"] = "outbox"
+    source: str = "stream-worker"
+    table: str | None = Field(None, description="outbox: logical table name")
+    event_bus: str = "default"
+    queue_url: str | None = None
+    topic_arn: str | None = None
+
+    @model_validator(mode="after")
+    def _target_present(self) -> "PublisherConfig":
+        needed = {"outbox": "table", "sqs": "queue_url", "sns": "topic_arn"}.get(self.type)
+        if needed and not getattr(self, needed):
+            raise ValueError(f"publisher type {self.type!r} needs '{needed}'")
+        return self
+
+
+class Conditions(_Section):
+    """Equality conditions on decoded images; dotted names reach into maps (``payload.action``).
+
+    A list value matches any of its members.
+    """
+
+    new_image: dict[str, Any] = {}
+    old_image: dict[str, Any] = {}
+
+
+class RouteConfig(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    table: str
+    events: list[EventNameLiteral] = ["INSERT", "MODIFY", "REMOVE"]
+    when: Conditions = Conditions()
+    handler: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+    options: dict[str, Any] = {}
+
+    @field_validator("events")
+    @classmethod
+    def _non_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must name at least one of INSERT, MODIFY, REMOVE")
+        return value
+
+
+class MetricsConfig(_Section):
+    host: str = "0.0.0.0"
+    port: int = Field(9400, ge=0, le=65535, description="0 disables the HTTP server")
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "console"] = "json"
+
+
+class ObservabilityConfig(_Section):
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+
+class Config(_Section):
+    worker: WorkerSettings = WorkerSettings()
+    aws: AwsConfig = AwsConfig()
+    tables: dict[str, TableConfig]
+    leases: LeaseConfig = LeaseConfig()
+    reader: ReaderConfig = ReaderConfig()
+    processing: ProcessingConfig = ProcessingConfig()
+    publisher: PublisherConfig = PublisherConfig(table="events")
+    routes: list[RouteConfig] = Field(min_length=1)
+    observability: ObservabilityConfig = ObservabilityConfig()
+
+    @property
+    def consumed_tables(self) -> list[str]:
+        """Logical tables whose streams this worker reads: those that routes name."""
+        return sorted({route.table for route in self.routes})
+
+
+def _cross_check(config: Config) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    known = ", ".join(sorted(config.tables))
+    names: set[str] = set()
+    for index, route in enumerate(config.routes):
+        if route.table not in config.tables:
+            problems.append((f"routes[{index}].table", f"unknown table {route.table!r} (known: {known})"))
+        if route.name in names:
+            problems.append((f"routes[{index}].name", f"duplicate route name {route.name!r}"))
+        names.add(route.name)
+    if config.publisher.type == "outbox" and config.publisher.table not in config.tables:
+        problems.append(("publisher.table", f"unknown table {config.publisher.table!r} (known: {known})"))
+    return problems
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(node: Any, path: str, env: dict[str, str], problems: list[tuple[str, str]]) -> Any:
+    if isinstance(node, dict):
+        return {key: _interpolate(value, _join(path, str(key)), env, problems) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(value, f"{path}[{i}]", env, problems) for i, value in enumerate(node)]
+    if not isinstance(node, str):
+        return node
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in env and env[name] != "":
+            return env[name]
+        if default is not None:
+            return default
+        problems.append((path, f"environment variable {name} is not set and has no default"))
+        return ""
+
+    value = _VAR.sub(substitute, node)
+    if value == "" and node != "":
+        return None  # "${VAR:-}" means "unset": let the field's default apply
+    return value
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path = _join(path, str(part))
+    return path or "(root)"
+
+
+def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
+    """Validate an already-parsed YAML document. Raises :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError([("(root)", "the config must be a mapping of sections")])
+    problems: list[tuple[str, str]] = []
+    data = _interpolate(data, "", dict(os.environ if env is None else env), problems)
+    if problems:
+        raise ConfigError(problems)
+    try:
+        config = Config.model_validate(_drop_nones(data))
+    except ValidationError as exc:
+        raise ConfigError([(_format_loc(err["loc"]), err["msg"]) for err in exc.errors()]) from None
+    problems = _cross_check(config)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def _drop_nones(node: Any) -> Any:
+    # A key whose value interpolated to nothing falls back to its default.
+    if isinstance(node, dict):
+        return {key: _drop_nones(value) for key, value in node.items() if value is not None}
+    if isinstance(node, list):
+        return [_drop_nones(value) for value in node]
+    return node
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
+    """Read, interpolate and validate a YAML config file. Raises :class:`ConfigError`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([("(file)", f"cannot read {path}: {exc.strerror or exc}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
+        raise ConfigError([("(yaml)", f"malformed YAML at {where}: {getattr(exc, 'problem', exc)}")]) from None
+    return parse_config(data, env)

@@ -1,0 +1,1 @@
+"""Built-in handlers for the seed's order -> shipment chain."""

@@ -1,0 +1,39 @@
+"""shipment-dispatch: a ShipmentRequested event starts the shipment, once.
+
+The shipment row is created conditionally (``attribute_not_exists``): a redelivered
+event finds it and does nothing. The chain ends here: no further event is published.
+"""
+
+from __future__ import annotations
+
+from botocore.exceptions import ClientError
+
+from worker.aws import error_code
+from worker.errors import PermanentError
+from worker.processing.context import HandlerContext
+from worker.records import StreamRecord
+
+
+async def dispatch_shipment(record: StreamRecord, ctx: HandlerContext) -> None:
+    event = record.new_image or {}
+    payload = event.get("payload") or {}
+    order_id = payload.get("orderId")
+    if order_id is None or payload.get("action") != "SHIP":
+        raise PermanentError(f"event {event.get('eventId')!r} is not a shipment request: {sorted(payload)}")
+    shipments = await ctx.table(ctx.options.get("shipments_table", "shipments"))
+    try:
+        await shipments.put_item(
+            Item={
+                "orderId": order_id,
+                "status": "DISPATCHED",
+                "requestEventId": event.get("eventId"),
+                "correlationId": event.get("correlationId"),
+                "requestedAt": event.get("time"),
+            },
+            ConditionExpression="attribute_not_exists(orderId)",
+        )
+        ctx.log.info("dispatch shipment", order_id=str(order_id))
+    except ClientError as exc:
+        if error_code(exc) != "ConditionalCheckFailedException":
+            raise
+        ctx.log.info("skip shipment already dispatched", order_id=str(order_id))

@@ -1,0 +1,1 @@
+"""Shard leases in a DynamoDB table: model, conditional table access, coordination."""

@@ -1,0 +1,1 @@
+"""The per-shard consumer and its state machine."""

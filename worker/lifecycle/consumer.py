@@ -1,0 +1,205 @@
+"""ShardConsumer: the life of one leased shard.
+
+States and the transitions allowed between them::
+
+    INITIALIZING -> WAITING_ON_PARENTS -> PROCESSING -> SHARD_END
+          |                 |                 |
+          +-----------------+-----------------+--> LEASE_LOST   (a fenced write failed)
+          +-----------------+-----------------+--> SHUT_DOWN    (stop asked, progress saved)
+
+* WAITING_ON_PARENTS: a child shard starts only after every parent's lease says
+  ``SHARD_END`` (or the parent is gone from the stream and has no lease), so records of
+  one key are handled in stream order across splits.
+* PROCESSING: pages are handled in order, one record at a time; after each page the
+  checkpoint moves to the last record done. Before a failing record is retried, the
+  records before it are checkpointed so a restart does not redo them.
+* SHARD_END: the lease records ``SHARD_END`` and the child shard ids, and is given up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+import structlog
+
+from worker.checkpoint.checkpointer import Checkpointer
+from worker.config import Config
+from worker.errors import LeaseLostError
+from worker.leases.model import Lease
+from worker.leases.table import LeaseTable
+from worker.observability import metrics
+from worker.processing.processor import RecordProcessor
+from worker.records import StreamRecord
+from worker.retrieval.reader import TRIM_HORIZON, ShardReader, StartPosition
+from worker.retry import call_aws
+
+log = structlog.get_logger(__name__)
+
+
+class ConsumerState(enum.Enum):
+    INITIALIZING = "initializing"
+    WAITING_ON_PARENTS = "waiting_on_parents"
+    PROCESSING = "processing"
+    SHARD_END = "shard_end"
+    LEASE_LOST = "lease_lost"
+    SHUT_DOWN = "shut_down"
+
+
+_ALLOWED: dict[ConsumerState, frozenset[ConsumerState]] = {
+    ConsumerState.INITIALIZING: frozenset(
+        {ConsumerState.WAITING_ON_PARENTS, ConsumerState.LEASE_LOST, ConsumerState.SHUT_DOWN}
+    ),
+    ConsumerState.WAITING_ON_PARENTS: frozenset(
+        {ConsumerState.PROCESSING, ConsumerState.LEASE_LOST, ConsumerState.SHUT_DOWN}
+    ),
+    ConsumerState.PROCESSING: frozenset(
+        {ConsumerState.SHARD_END, ConsumerState.LEASE_LOST, ConsumerState.SHUT_DOWN}
+    ),
+    ConsumerState.SHARD_END: frozenset(),
+    ConsumerState.LEASE_LOST: frozenset(),
+    ConsumerState.SHUT_DOWN: frozenset(),
+}
+
+
+@dataclass(frozen=True)
+class ShardTopology:
+    """What the consumer needs to know of the stream's shard graph (from discovery)."""
+
+    shard_exists: Callable[[str, str], bool]  # (stream_arn, shard_id)
+    children_of: Callable[[str, str], list[str]]
+
+
+class ShardConsumer:
+    def __init__(
+        self,
+        lease: Lease,
+        *,
+        streams_client: object,
+        lease_table: LeaseTable,
+        processor: RecordProcessor,
+        topology: ShardTopology,
+        config: Config,
+        starting_position: str,
+    ) -> None:
+        self.lease = lease
+        self.state = ConsumerState.INITIALIZING
+        self._streams = streams_client
+        self._leases = lease_table
+        self._processor = processor
+        self._topology = topology
+        self._config = config
+        self._starting_position = starting_position
+        self._checkpointer = Checkpointer(lease_table, lease, lease.table)
+        self._done: str | None = None  # last sequence number every route finished
+        self.reader: ShardReader | None = None
+        self._log = log.bind(stream=lease.table, shard=lease.shard_id)
+
+    def _transition(self, new: ConsumerState) -> None:
+        if new not in _ALLOWED[self.state]:
+            raise RuntimeError(f"illegal consumer transition {self.state.value} -> {new.value}")
+        self._log.debug("change consumer state", old=self.state.value, new=new.value)
+        self.state = new
+
+    def _start_position(self) -> StartPosition:
+        if self.lease.checkpoint and not self.lease.finished:
+            return StartPosition.after(self.lease.checkpoint)
+        if self.lease.parent_shard_ids:
+            # A child continues where its parents ended: from its own beginning.
+            return TRIM_HORIZON
+        return StartPosition(self._starting_position)
+
+    async def run(self, stop: asyncio.Event) -> ConsumerState:
+        """Consume until shard end, lease loss or ``stop``; always leaves a final state."""
+        try:
+            self._transition(ConsumerState.WAITING_ON_PARENTS)
+            if not await self._wait_for_parents(stop):
+                await self._save_progress()
+                self._transition(ConsumerState.SHUT_DOWN)
+                return self.state
+            self._transition(ConsumerState.PROCESSING)
+            await self._process(stop)
+        except LeaseLostError:
+            self._on_lease_lost()
+        except asyncio.CancelledError:
+            # Cut off (shutdown timeout or self-fencing): save the finished prefix, shielded
+            # so that the write itself is not cut in half.
+            if self.state not in (ConsumerState.LEASE_LOST, ConsumerState.SHARD_END):
+                try:
+                    await asyncio.shield(self._save_progress())
+                except LeaseLostError:
+                    self._on_lease_lost()
+            raise
+        return self.state
+
+    def _on_lease_lost(self) -> None:
+        metrics.lease_events.labels("lost").inc()
+        self._log.warning("stop shard on lost lease", checkpoint=self._checkpointer.checkpointed)
+        if self.state not in (ConsumerState.LEASE_LOST, ConsumerState.SHARD_END, ConsumerState.SHUT_DOWN):
+            self._transition(ConsumerState.LEASE_LOST)
+
+    async def _parent_done(self, parent_id: str) -> bool:
+        parent = await call_aws("GetItem", self._leases.get_lease, self.lease.stream_arn, parent_id)
+        if parent is not None:
+            return parent.finished
+        # No lease: done only if the parent is gone from the stream (past retention);
+        # otherwise discovery has not created its lease yet.
+        return not self._topology.shard_exists(self.lease.stream_arn, parent_id)
+
+    async def _wait_for_parents(self, stop: asyncio.Event) -> bool:
+        waiting = list(self.lease.parent_shard_ids)
+        while waiting:
+            waiting = [p for p in waiting if not await self._parent_done(p)]
+            if not waiting:
+                break
+            self._log.debug("wait on parent shards", parents=waiting)
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self._config.reader.parent_poll_seconds)
+                return False
+            except TimeoutError:
+                continue
+        return not stop.is_set()
+
+    async def _save_progress(self) -> None:
+        await self._checkpointer.checkpoint(self._done)
+
+    async def _process(self, stop: asyncio.Event) -> None:
+        self.reader = ShardReader(
+            self._streams,
+            stream_arn=self.lease.stream_arn,
+            shard_id=self.lease.shard_id,
+            stream_label=self.lease.table,
+            start=self._start_position(),
+            config=self._config.reader,
+        )
+        self._log.info("start shard", position=str(self.reader.position))
+        while True:
+            page = await self.reader.next_page(stop)
+            if page is None:  # stop asked while idle
+                await self._save_progress()
+                self._transition(ConsumerState.SHUT_DOWN)
+                return
+            if page.records:
+                metrics.batch_size.labels(self.lease.table).observe(len(page.records))
+            for raw in page.records:
+                record = StreamRecord(
+                    raw, table=self.lease.table, stream_arn=self.lease.stream_arn, shard_id=self.lease.shard_id
+                )
+                await self._processor.process(record, on_retry=self._save_progress)
+                self._done = record.sequence_number
+            await self._save_progress()
+            if page.shard_end:
+                children = self._topology.children_of(self.lease.stream_arn, self.lease.shard_id)
+                await self._checkpointer.finish(children)
+                metrics.lease_events.labels("finished").inc()
+                self._log.info("finish shard", children=children)
+                self._transition(ConsumerState.SHARD_END)
+                return
+            if stop.is_set():
+                self._transition(ConsumerState.SHUT_DOWN)
+                return
+
+
+ConsumerFactory = Callable[[Lease], Awaitable[ShardConsumer]]

@@ -1,0 +1,1 @@
+"""Local mode: the embedded moto endpoint, table creation and the demo."""

@@ -1,0 +1,48 @@
+"""The embedded local endpoint: a moto server on a free loopback port, in this process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Any
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class EmbeddedMoto:
+    """Starts moto's threaded server and points this process's AWS settings at it."""
+
+    def __init__(self) -> None:
+        try:
+            from moto.server import ThreadedMotoServer
+        except ImportError as exc:  # moto is the optional 'local' extra
+            raise RuntimeError("the local endpoint needs moto: pip install 'stream-worker[local]'") from exc
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server: Any = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+
+    def start(self) -> "EmbeddedMoto":
+        # moto's werkzeug logs every request at INFO: keep the demo's output readable.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self._server.start()
+        # Fake credentials: the local endpoint accepts anything, and no real account is touched.
+        os.environ.update(
+            {
+                "AWS_ENDPOINT_URL": self.url,
+                "AWS_ACCESS_KEY_ID": "local",
+                "AWS_SECRET_ACCESS_KEY": "local",
+                "AWS_REGION": os.environ.get("AWS_REGION", "us-east-1"),
+                "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+            }
+        )
+        os.environ.pop("AWS_SESSION_TOKEN", None)
+        os.environ.pop("AWS_PROFILE", None)
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()

@@ -1,0 +1,72 @@
+"""Every Prometheus metric the worker exports, in one place.
+
+Labels stay bounded: ``stream`` is the logical table name (bounded by config),
+``route`` by config, ``outcome``/``reason`` by code. Shard ids are never labels.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, Info
+
+from worker import __version__
+
+NS = "stream_worker"
+
+build_info = Info(f"{NS}_build", "Build information")
+build_info.info({"version": __version__})
+
+up = Gauge(f"{NS}_up", "1 while the worker process runs")
+ready = Gauge(f"{NS}_ready", "1 when connected, renewing leases and no loop has crashed")
+
+records_read = Counter(f"{NS}_records_read_total", "Records returned by GetRecords", ["stream"])
+records_handled = Counter(
+    f"{NS}_records_handled_total", "Handler invocations by outcome", ["stream", "route", "outcome"]
+)
+records_unrouted = Counter(
+    f"{NS}_records_filtered_total", "Records that matched no route (acknowledged)", ["stream"]
+)
+handler_retries = Counter(f"{NS}_handler_retries_total", "Handler attempts that failed and were retried", ["route"])
+handler_duration = Histogram(
+    f"{NS}_handler_duration_seconds",
+    "Time spent in one handler call",
+    ["route"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+batch_size = Histogram(
+    f"{NS}_batch_size_records",
+    "Records per processed GetRecords page",
+    ["stream"],
+    buckets=(1, 5, 10, 25, 50, 100, 250, 500, 1000),
+)
+
+get_records_calls = Counter(f"{NS}_get_records_total", "GetRecords calls by outcome", ["stream", "outcome"])
+get_records_latency = Histogram(
+    f"{NS}_get_records_duration_seconds",
+    "GetRecords call latency",
+    ["stream"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+iterators_expired = Counter(f"{NS}_iterator_expired_total", "Shard iterators renewed after expiry", ["stream"])
+trimmed_data = Counter(f"{NS}_trimmed_data_total", "TrimmedDataAccessException events", ["stream"])
+aws_retries = Counter(f"{NS}_aws_retries_total", "AWS calls retried after throttling or 5xx", ["operation"])
+
+last_record_age = Gauge(
+    f"{NS}_last_handled_record_age_seconds",
+    "Age (from ApproximateCreationDateTime) of the last handled record, at handling time",
+    ["stream"],
+)
+seconds_since_tip = Gauge(
+    f"{NS}_shard_seconds_since_tip_max",
+    "Largest time since a shard reader last reached the tip (an empty page)",
+    ["stream"],
+)
+
+leases_held = Gauge(f"{NS}_leases_held", "Leases this worker holds", ["stream"])
+lease_events = Counter(
+    f"{NS}_lease_events_total", "Lease transitions", ["event"]
+)  # taken, stolen, lost, released, finished
+shards_unassigned = Gauge(
+    f"{NS}_shards_over_cap", "Unfinished shards that no live worker may take because of lease caps"
+)
+checkpoints = Counter(f"{NS}_checkpoints_total", "Checkpoint writes by outcome", ["stream", "outcome"])
+loop_crashes = Counter(f"{NS}_loop_crashes_total", "Background loops that crashed and were restarted", ["loop"])

@@ -1,0 +1,124 @@
+"""Routes a record to the handlers whose rules it matches (table, event name, conditions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from worker.config import Config, RouteConfig
+from worker.errors import ConfigError
+from worker.processing.context import Handler
+from worker.processing.registry import HandlerImportError, load_handler
+from worker.records import StreamRecord
+
+_MISSING = object()
+
+
+def _lookup(image: dict[str, Any] | None, dotted: str) -> Any:
+    node: Any = image
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _equal(actual: Any, expected: Any) -> bool:
+    # Images decode numbers to Decimal; YAML gives int/float/str. Compare by value.
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return actual is expected
+    if isinstance(expected, (int, float)) and not isinstance(actual, str):
+        try:
+            return bool(actual == type(actual)(str(expected)))
+        except Exception:  # noqa: BLE001 - any mismatch of types is "not equal"
+            return False
+    return bool(actual == expected)
+
+
+def _matches(image: dict[str, Any] | None, conditions: dict[str, Any]) -> bool:
+    for path, expected in conditions.items():
+        actual = _lookup(image, path)
+        if actual is _MISSING:
+            return False
+        options = expected if isinstance(expected, list) else [expected]
+        if not any(_equal(actual, option) for option in options):
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class Route:
+    name: str
+    table: str
+    events: frozenset[str]
+    new_image: dict[str, Any]
+    old_image: dict[str, Any]
+    handler: Handler
+    options: dict[str, Any]
+
+    @property
+    def needs_new_image(self) -> bool:
+        return bool(self.new_image)
+
+    @property
+    def needs_old_image(self) -> bool:
+        return bool(self.old_image)
+
+    def matches(self, record: StreamRecord) -> bool:
+        if record.table != self.table or record.raw.get("eventName") not in self.events:
+            return False
+        if self.new_image and not _matches(record.new_image, self.new_image):
+            return False
+        if self.old_image and not _matches(record.old_image, self.old_image):
+            return False
+        return True
+
+
+def build_route(config: RouteConfig, handler: Handler) -> Route:
+    return Route(
+        name=config.name,
+        table=config.table,
+        events=frozenset(config.events),
+        new_image=dict(config.when.new_image),
+        old_image=dict(config.when.old_image),
+        handler=handler,
+        options=dict(config.options),
+    )
+
+
+class Router:
+    def __init__(self, routes: list[Route]) -> None:
+        self.routes = routes
+        self._by_table: dict[str, list[Route]] = {}
+        for route in routes:
+            self._by_table.setdefault(route.table, []).append(route)
+
+    @classmethod
+    def from_config(cls, config: Config) -> "Router":
+        """Resolve every handler; all import problems are reported together (exit 2)."""
+        problems: list[tuple[str, str]] = []
+        routes: list[Route] = []
+        for index, route_config in enumerate(config.routes):
+            try:
+                routes.append(build_route(route_config, load_handler(route_config.handler)))
+            except HandlerImportError as exc:
+                problems.append((f"routes[{index}].handler", str(exc)))
+        if problems:
+            raise ConfigError(problems)
+        return cls(routes)
+
+    def routes_for(self, record: StreamRecord) -> list[Route]:
+        return [route for route in self._by_table.get(record.table, ()) if route.matches(record)]
+
+    def tables_needing_images(self) -> dict[str, set[str]]:
+        """Logical table -> the images ('new', 'old') its routes read."""
+        needs: dict[str, set[str]] = {}
+        for route in self.routes:
+            wanted = needs.setdefault(route.table, set())
+            # Built-in and user handlers read the new image; declare it needed always
+            # unless the route only handles REMOVE events.
+            if route.needs_new_image or route.events - {"REMOVE"}:
+                wanted.add("new")
+            if route.needs_old_image:
+                wanted.add("old")
+        return needs

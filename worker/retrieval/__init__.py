@@ -1,0 +1,1 @@
+"""Per-shard readers: iterators, GetRecords, back-off, expiry and trim recovery."""

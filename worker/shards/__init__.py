@@ -1,0 +1,1 @@
+"""Stream resolution, shard discovery (paginated) and the parent/child lineage graph."""

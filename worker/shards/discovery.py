@@ -1,0 +1,113 @@
+"""Resolves each consumed table's stream and keeps one lease row per shard.
+
+Each pass: ``DescribeTable`` (the stream ARN changes if the stream is re-enabled),
+``DescribeStream`` following ``LastEvaluatedShardId`` pages, then lease rows for new
+shards (with their parents) and deletion of finished leases whose shard has aged out
+of the stream, so the lease table does not grow forever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from botocore.exceptions import ClientError
+
+from worker.aws import error_code
+from worker.errors import SetupError
+from worker.leases.model import Lease
+from worker.leases.table import LeaseTable
+from worker.retry import call_aws
+from worker.shards.lineage import Shard, ShardGraph
+
+log = structlog.get_logger(__name__)
+
+_VIEWS_WITH = {
+    "new": {"NEW_IMAGE", "NEW_AND_OLD_IMAGES"},
+    "old": {"OLD_IMAGE", "NEW_AND_OLD_IMAGES"},
+}
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    table: str  # logical name
+    table_name: str  # physical name
+    stream_arn: str
+    view_type: str
+
+
+async def resolve_stream(client: Any, logical: str, table_name: str, needs: set[str]) -> StreamInfo:
+    """The table's current stream, checked against what the routes need to read."""
+    try:
+        description = (await call_aws("DescribeTable", client.describe_table, TableName=table_name))["Table"]
+    except ClientError as exc:
+        if error_code(exc) == "ResourceNotFoundException":
+            raise SetupError(f"tables.{logical}: table {table_name!r} does not exist") from None
+        raise
+    spec = description.get("StreamSpecification") or {}
+    arn = description.get("LatestStreamArn")
+    if not spec.get("StreamEnabled") or not arn:
+        raise SetupError(
+            f"tables.{logical}: table {table_name!r} has no stream enabled "
+            "(enable one with view type NEW_AND_OLD_IMAGES)"
+        )
+    view = str(spec.get("StreamViewType", ""))
+    for image in sorted(needs):
+        if view not in _VIEWS_WITH[image]:
+            raise SetupError(
+                f"tables.{logical}: the stream of {table_name!r} has view type {view}, "
+                f"but its routes read the {image} image (need one of {sorted(_VIEWS_WITH[image])})"
+            )
+    return StreamInfo(table=logical, table_name=table_name, stream_arn=str(arn), view_type=view)
+
+
+async def describe_shards(client: Any, stream_arn: str) -> ShardGraph:
+    graph = ShardGraph(stream_arn)
+    kwargs: dict[str, Any] = {"StreamArn": stream_arn}
+    while True:
+        page = (await call_aws("DescribeStream", client.describe_stream, **kwargs))["StreamDescription"]
+        for raw in page.get("Shards", []):
+            sequence_range = raw.get("SequenceNumberRange", {})
+            graph.add(
+                Shard(
+                    shard_id=raw["ShardId"],
+                    parent_shard_id=raw.get("ParentShardId"),
+                    starting_sequence_number=sequence_range.get("StartingSequenceNumber"),
+                    ending_sequence_number=sequence_range.get("EndingSequenceNumber"),
+                )
+            )
+        last = page.get("LastEvaluatedShardId")
+        if not last:
+            return graph
+        kwargs["ExclusiveStartShardId"] = last
+
+
+async def sync_leases(
+    lease_table: LeaseTable, stream: StreamInfo, graph: ShardGraph, starting_position: str
+) -> int:
+    """Create lease rows for shards that have none; delete finished leases of shards that
+    left the stream. Returns the number of leases created."""
+    leases = {lease.shard_id: lease for lease in await lease_table.list_leases(stream.stream_arn)}
+    first_time = not leases
+    candidates = graph.in_lineage_order()
+    if first_time and starting_position == "LATEST":
+        # Like KCL: starting at LATEST means the open shards only, each from its tip;
+        # reading closed ancestors (hours old) would contradict LATEST.
+        candidates = graph.open_shards()
+    created = 0
+    for shard in candidates:
+        if shard.shard_id in leases:
+            continue
+        parents = [] if (first_time and starting_position == "LATEST") else graph.parents_of(shard.shard_id)
+        parents = [p for p in parents if p in graph or p in leases]
+        lease = Lease(stream_arn=stream.stream_arn, shard_id=shard.shard_id, table=stream.table,
+                      parent_shard_ids=tuple(parents))
+        if await call_aws("PutItem", lease_table.create_lease, lease):
+            created += 1
+            log.info("create lease", stream=stream.table, shard=shard.shard_id, parents=parents)
+    for lease in leases.values():
+        if lease.finished and lease.shard_id not in graph:
+            await call_aws("DeleteItem", lease_table.delete_lease, lease)
+            log.info("delete finished lease of aged-out shard", stream=stream.table, shard=lease.shard_id)
+    return created
