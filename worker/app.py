@@ -20,7 +20,7 @@ import structlog
 
 from worker.aws import AwsClients
 from worker.config import Config
-from worker.errors import TrimmedDataError
+from worker.errors import SetupError, TrimmedDataError
 from worker.leases.coordinator import LeaseCoordinator
 from worker.leases.model import Lease
 from worker.leases.table import LeaseTable
@@ -101,9 +101,16 @@ class App:
         if config.leases.create_table:
             await self.lease_table.create_if_missing()
         needs = router.tables_needing_images()
+        problems: list[str] = []
         for logical in config.consumed_tables:
-            info = await resolve_stream(ddb, logical, config.tables[logical].name, needs.get(logical, set()))
+            try:
+                info = await resolve_stream(ddb, logical, config.tables[logical].name, needs.get(logical, set()))
+            except SetupError as exc:
+                problems.append(str(exc))
+                continue
             self.streams[info.stream_arn] = info
+        if problems:  # report every table at once, not one per restart
+            raise SetupError("; ".join(problems))
         names = {logical: table.name for logical, table in config.tables.items()}
         self.publisher = await build_publisher(config.publisher, self.clients, names)
         self.processor = RecordProcessor(

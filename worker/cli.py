@@ -137,6 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Like uvicorn and arq: handler modules in the working directory import without
+    # packaging them (the container's WORKDIR, or the repo when run locally).
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     if getattr(args, "config", None) and not Path(args.config).exists():
         print(f"configuration error:\n  (file): {args.config} does not exist", file=sys.stderr)
         return EXIT_CONFIG

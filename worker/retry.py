@@ -31,7 +31,7 @@ async def call_aws(operation: str, fn: Callable[..., Awaitable[T]], /, *args: An
 
     async for attempt in AsyncRetrying(
         retry=retry_if_exception(is_retryable_aws_error),
-        wait=wait_exponential_jitter(initial=0.05, max=5.0),
+        wait=wait_exponential_jitter(multiplier=0.05, max=5.0, jitter=0.05),
         before_sleep=before_sleep,
         reraise=True,
     ):

@@ -101,7 +101,9 @@ class RecordProcessor:
 
         async for attempt in AsyncRetrying(
             wait=wait_exponential_jitter(
-                initial=self._retry.initial_backoff_seconds, max=self._retry.max_backoff_seconds
+                multiplier=self._retry.initial_backoff_seconds,
+                max=self._retry.max_backoff_seconds,
+                jitter=self._retry.initial_backoff_seconds,
             ),
             before_sleep=before_sleep,
             reraise=True,

@@ -1,0 +1,154 @@
+"""Shared set-up for integration tests: a seed config on the moto server, a recorder,
+table snapshots and a polling wait."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import yaml
+
+from worker.aws import AwsClients
+from worker.config import Config, parse_config
+from worker.local.tables import create_tables
+from worker.records import StreamRecord
+
+REPO = Path(__file__).resolve().parents[2]
+SEED_CONFIG = REPO / "config" / "worker.yaml"
+
+
+def seed_document(moto_url: str, prefix: str) -> dict[str, Any]:
+    """config/worker.yaml with prefixed table names and test-speed timings."""
+    doc = yaml.safe_load(SEED_CONFIG.read_text())
+    doc = copy.deepcopy(doc)
+    doc["worker"]["id"] = f"{prefix}worker"
+    doc["aws"] = {"region": "us-east-1", "endpoint_url": moto_url}
+    for logical, table in doc["tables"].items():
+        table["name"] = f"{prefix}{logical}"
+    doc["leases"].update({"table": f"{prefix}leases", "taker_interval_seconds": 0.2, "duration_seconds": 3})
+    doc["reader"].update({"idle_poll_seconds": 0.05, "max_idle_poll_seconds": 0.2, "discovery_interval_seconds": 1,
+                          "parent_poll_seconds": 0.1})
+    doc["processing"]["retry"] = {"initial_backoff_seconds": 0.05, "max_backoff_seconds": 0.2}
+    doc["observability"] = {"metrics": {"port": 0}, "logging": {"level": "WARNING", "format": "console"}}
+    return doc
+
+
+def seed_config(moto_url: str, prefix: str, mutate: Callable[[dict[str, Any]], None] | None = None) -> Config:
+    doc = seed_document(moto_url, prefix)
+    if mutate is not None:
+        mutate(doc)
+    return parse_config(doc, env={})
+
+
+async def setup_tables(config: Config) -> None:
+    clients = AwsClients(config.aws)
+    try:
+        await create_tables(config, clients)
+    finally:
+        await clients.close()
+
+
+@dataclass
+class Call:
+    route: str
+    outcome: str
+    sequence_number: str
+    shard_id: str
+    key: str
+    new_image: dict[str, Any] | None
+
+
+@dataclass
+class Recorder:
+    """A ProcessingObserver that keeps every handler call, in order."""
+
+    calls: list[Call] = field(default_factory=list)
+
+    def __call__(self, record: StreamRecord, route: str, outcome: str, started: float, ended: float) -> None:
+        image = record.new_image or {}
+        key = image.get("orderId") or (image.get("payload") or {}).get("orderId") or record.item_key
+        self.calls.append(Call(route, outcome, record.sequence_number, record.shard_id, str(key), record.new_image))
+
+    def ok(self, route: str) -> list[Call]:
+        return [c for c in self.calls if c.route == route and c.outcome == "ok"]
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 30.0, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if await predicate():
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+async def scan_all(client: Any, table_name: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"TableName": table_name, "ConsistentRead": True}
+    while True:
+        page = await client.scan(**kwargs)
+        items.extend(page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+async def snapshot(client: Any, config: Config) -> dict[str, list[dict[str, Any]]]:
+    """Every application table's items, sorted, for before/after comparisons."""
+    result = {}
+    for logical, table in config.tables.items():
+        items = await scan_all(client, table.name)
+        result[logical] = sorted(items, key=lambda item: repr(sorted(item.items())))
+    return result
+
+
+async def write_orders(client: Any, config: Config, order_ids: list[str]) -> None:
+    for order_id in order_ids:
+        await client.put_item(
+            TableName=config.tables["orders"].name,
+            Item={"orderId": {"S": order_id}, "status": {"S": "NEW"}, "amount": {"N": "12.5"}},
+        )
+
+
+async def chain_done(client: Any, config: Config, order_ids: list[str]) -> bool:
+    shipments = await scan_all(client, config.tables["shipments"].name)
+    dispatched = {s["orderId"]["S"] for s in shipments if s["status"]["S"] == "DISPATCHED"}
+    return set(order_ids) <= dispatched
+
+
+async def stream_sequence_numbers(streams: Any, ddb: Any, table_name: str) -> list[str]:
+    """Every record's sequence number in the table's stream, read from TRIM_HORIZON."""
+    arn = (await ddb.describe_table(TableName=table_name))["Table"]["LatestStreamArn"]
+    shards = (await streams.describe_stream(StreamArn=arn))["StreamDescription"]["Shards"]
+    found: list[str] = []
+    for shard in shards:
+        iterator = (await streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"],
+                                                     ShardIteratorType="TRIM_HORIZON"))["ShardIterator"]
+        while iterator:
+            page = await streams.get_records(ShardIterator=iterator)
+            found.extend(r["dynamodb"]["SequenceNumber"] for r in page["Records"])
+            if not page["Records"]:
+                break
+            iterator = page.get("NextShardIterator")
+    return found
+
+
+async def lease_rows(client: Any, config: Config) -> list[dict[str, Any]]:
+    """Lease rows (not worker rows) of the config's lease table, as plain dicts."""
+    from boto3.dynamodb.types import TypeDeserializer
+
+    deserializer = TypeDeserializer()
+    rows = await scan_all(client, config.leases.table)
+    plain = [{k: deserializer.deserialize(v) for k, v in row.items()} for row in rows]
+    return [row for row in plain if str(row["pk"]).startswith("lease#")]
+
+
+def checkpoint_of(rows: list[dict[str, Any]], logical_table: str) -> str | None:
+    matching = [row for row in rows if row.get("table") == logical_table]
+    assert len(matching) == 1, f"expected one lease for {logical_table}, got {matching}"
+    return matching[0].get("checkpoint")

@@ -1,0 +1,183 @@
+"""A failing handler holds the checkpoint and is retried; bad config and bad tables exit 2."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration import flaky_handlers
+from tests.integration.helpers import (
+    Recorder,
+    chain_done,
+    checkpoint_of,
+    lease_rows,
+    seed_config,
+    seed_document,
+    setup_tables,
+    wait_until,
+    write_orders,
+)
+from worker.app import App
+from worker.errors import SetupError
+
+pytestmark = pytest.mark.integration
+STREAM_WORKER = str(Path(sys.executable).with_name("stream-worker"))
+
+
+def _with_flaky_route(doc: dict[str, Any]) -> None:
+    doc["routes"].insert(
+        0,
+        {"name": "flaky", "table": "orders", "events": ["INSERT"],
+         "handler": "tests.integration.flaky_handlers:flaky"},
+    )
+
+
+async def test_failing_handler_holds_checkpoint_then_retries(moto_url: str, prefix: str, aws: dict[str, Any]) -> None:
+    ddb = aws["dynamodb"]
+    config = seed_config(moto_url, prefix, _with_flaky_route)
+    await setup_tables(config)
+    flaky_handlers.failing.clear()
+    flaky_handlers.failing.add("f-3")
+    flaky_handlers.allow.clear()
+    flaky_handlers.attempts.clear()
+    order_ids = [f"f-{i}" for i in range(6)]
+    recorder = Recorder()
+    app = App(config, observers=[recorder])
+    await app.start()
+    try:
+        await write_orders(ddb, config, order_ids)
+
+        async def retried_twice() -> bool:
+            return flaky_handlers.attempts.get("f-3", 0) >= 3
+
+        await wait_until(retried_twice, timeout=30)
+        # Held at f-3: the records before it are checkpointed, nothing after it ran.
+        before_failure = [c for c in recorder.ok("flaky") if c.key == "f-2"][0]
+        assert checkpoint_of(await lease_rows(ddb, config), "orders") == before_failure.sequence_number
+        assert [c.key for c in recorder.ok("order-processing")] == ["f-0", "f-1", "f-2"]
+        assert "f-4" not in flaky_handlers.attempts
+
+        flaky_handlers.allow.set()
+        await wait_until(lambda: chain_done(ddb, config, order_ids), timeout=30)
+    finally:
+        await app.stop()
+
+    # The failed route ran until it succeeded, once; the other route ran once per order,
+    # in order; routes that had succeeded for a record were not re-run.
+    assert [c.key for c in recorder.ok("flaky")] == order_ids
+    assert [c.key for c in recorder.ok("order-processing")] == order_ids
+    failures = [c.key for c in recorder.calls if c.outcome == "error"]
+    assert set(failures) == {"f-3"} and len(failures) >= 2
+    assert {k: v for k, v in flaky_handlers.attempts.items() if k != "f-3"} == {k: 1 for k in order_ids if k != "f-3"}
+
+
+async def test_table_without_stream_is_a_setup_error(moto_url: str, prefix: str, aws: dict[str, Any]) -> None:
+    config = seed_config(moto_url, prefix)
+    await aws["dynamodb"].create_table(
+        TableName=config.tables["orders"].name,
+        KeySchema=[{"AttributeName": "orderId", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "orderId", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    app = App(config)
+    with pytest.raises(SetupError, match=r"tables\.orders: .* has no stream enabled"):
+        try:
+            await app.start()
+        finally:
+            await app.stop()
+
+
+async def test_keys_only_stream_is_rejected_for_image_routes(moto_url: str, prefix: str, aws: dict[str, Any]) -> None:
+    config = seed_config(moto_url, prefix)
+    await aws["dynamodb"].create_table(
+        TableName=config.tables["orders"].name,
+        KeySchema=[{"AttributeName": "orderId", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "orderId", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": "KEYS_ONLY"},
+    )
+    app = App(config)
+    with pytest.raises(SetupError, match=r"view type KEYS_ONLY, but its routes read the new image"):
+        try:
+            await app.start()
+        finally:
+            await app.stop()
+
+
+def _write_config(tmp_path: Path, doc: dict[str, Any]) -> Path:
+    path = tmp_path / "worker.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda d: d["routes"][0].update(table="ordrs"), "routes[0].table: unknown table 'ordrs'"),
+        (lambda d: d["reader"].update(max_records=5000), "reader.max_records: Input should be less than or equal to 1000"),
+        (lambda d: d["leases"].update(bogus=1), "leases.bogus: Extra inputs are not permitted"),
+        (lambda d: d["routes"][1].update(handler="tests.integration.flaky_handlers:not_async"),
+         "routes[1].handler: 'tests.integration.flaky_handlers:not_async' is not an async callable"),
+        (lambda d: d["routes"][0].update(handler="no.such.module:fn"), "routes[0].handler: cannot import module 'no.such.module'"),
+    ],
+)
+def test_bad_config_exits_2_naming_the_key(tmp_path: Path, moto_url: str, prefix: str, mutate: Any, expected: str) -> None:
+    doc = seed_document(moto_url, prefix)
+    mutate(doc)
+    path = _write_config(tmp_path, doc)
+    for command in ("check-config", "run"):
+        result = subprocess.run(
+            [STREAM_WORKER, command, "--config", str(path)], capture_output=True, text=True, timeout=60,
+            cwd=Path(__file__).resolve().parents[2],
+        )
+        assert result.returncode == 2, (command, result.stderr)
+        assert expected in result.stderr, (command, result.stderr)
+
+
+def test_run_against_missing_tables_exits_2(tmp_path: Path, moto_url: str, prefix: str) -> None:
+    path = _write_config(tmp_path, seed_document(moto_url, prefix))
+    result = subprocess.run([STREAM_WORKER, "run", "--config", str(path)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"tables.events: table '{prefix}events' does not exist" in result.stderr
+
+
+async def test_run_process_chain_then_sigterm_exits_0_and_releases(
+    tmp_path: Path, moto_url: str, prefix: str, aws: dict[str, Any]
+) -> None:
+    ddb = aws["dynamodb"]
+    doc = seed_document(moto_url, prefix)
+    doc["observability"]["logging"] = {"level": "INFO", "format": "json"}
+    path = _write_config(tmp_path, doc)
+    config = seed_config(moto_url, prefix)
+    await setup_tables(config)
+    process = await asyncio.create_subprocess_exec(
+        STREAM_WORKER, "run", "--config", str(path), "--metrics-port", "0",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ},
+    )
+    order_ids = [f"p-{i}" for i in range(5)]
+    try:
+        await write_orders(ddb, config, order_ids)
+        await wait_until(lambda: chain_done(ddb, config, order_ids), timeout=60)
+        async def held() -> bool:
+            return all(row.get("owner") for row in await lease_rows(ddb, config))
+        await wait_until(held, timeout=10)
+        process.send_signal(signal.SIGTERM)
+        returncode = await asyncio.wait_for(process.wait(), timeout=config.worker.shutdown_timeout_seconds + 5)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert returncode == 0
+    stderr = (await process.stderr.read()).decode() if process.stderr else ""
+    assert '"event": "stop worker"' in stderr
+    rows = await lease_rows(ddb, config)
+    assert len(rows) == 2 and all("owner" not in row for row in rows)
