@@ -1,0 +1,30 @@
+# syntax=docker/dockerfile:1
+# stream-worker: multi-stage build, slim runtime, non-root, exec-form entry point.
+
+FROM python:3.11-slim-bookworm AS build
+WORKDIR /src
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY pyproject.toml README.md ./
+COPY worker ./worker
+RUN python -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-compile . \
+ && /opt/venv/bin/pip uninstall --yes pip setuptools wheel
+
+FROM python:3.11-slim-bookworm AS runtime
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    STREAM_WORKER_CONFIG=/etc/stream-worker/worker.yaml
+RUN groupadd --system --gid 10001 worker \
+ && useradd --system --uid 10001 --gid worker --no-create-home --shell /usr/sbin/nologin worker
+COPY --from=build /opt/venv /opt/venv
+COPY config/worker.yaml /etc/stream-worker/worker.yaml
+WORKDIR /app
+USER 10001:10001
+EXPOSE 9400
+# Exec form: the worker is PID 1 and installs its own SIGTERM handler (graceful stop).
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
+  CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9400/healthz', timeout=2).status == 200 else 1)"]
+ENTRYPOINT ["stream-worker"]
+CMD ["run"]
