@@ -12,6 +12,7 @@ others resume at once, remove the worker row, close clients.
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
@@ -100,11 +101,11 @@ class App:
         self.lease_table = LeaseTable(ddb, await self.clients.dynamodb_resource(), config.leases.table)
         if config.leases.create_table:
             await self.lease_table.create_if_missing()
-        needs = router.tables_needing_images()
+        self._needs = router.tables_needing_images()
         problems: list[str] = []
         for logical in config.consumed_tables:
             try:
-                info = await resolve_stream(ddb, logical, config.tables[logical].name, needs.get(logical, set()))
+                info = await self._resolve(logical, streams_client)
             except SetupError as exc:
                 problems.append(str(exc))
                 continue
@@ -176,12 +177,19 @@ class App:
             else:
                 self._crashed.discard(name)
 
+    async def _resolve(self, logical: str, streams_client: Any) -> StreamInfo:
+        table = self.config.tables[logical]
+        return await resolve_stream(
+            await self._client("dynamodb"), logical, table.name, self._needs.get(logical, set()),
+            streams_client=streams_client, stream_arn=table.stream.arn,
+        )
+
     async def _discover_all(self) -> None:
+        """Describe every stream and keep one lease row per shard (see shards/discovery.py)."""
         assert self.lease_table is not None
-        ddb = await self._client("dynamodb")
-        router_needs = self.processor._router.tables_needing_images() if self.processor else {}
+        created = 0
         for arn, info in list(self.streams.items()):
-            current = await resolve_stream(ddb, info.table, info.table_name, router_needs.get(info.table, set()))
+            current = await self._resolve(info.table, self._streams_client)
             if current.stream_arn != arn:
                 self._log.warning("follow new stream of table", stream=info.table, arn=current.stream_arn)
                 del self.streams[arn]
@@ -189,16 +197,21 @@ class App:
             graph = await describe_shards(self._streams_client, current.stream_arn)
             self._graphs[current.stream_arn] = graph
             position = self.config.tables[info.table].stream.starting_position
-            await sync_leases(self.lease_table, current, graph, position)
+            created += await sync_leases(self.lease_table, current, graph, position)
+        if created and self.coordinator is not None:
+            self.coordinator.request_scan()
         self._crashed.discard("discovery")
 
     async def _run_discovery(self, stop: asyncio.Event) -> None:
+        """Only the leader describes streams periodically, so N workers cost what one does."""
+        interval = self.config.reader.discovery_interval_seconds
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), timeout=self.config.reader.discovery_interval_seconds)
+                await asyncio.wait_for(stop.wait(), timeout=interval * random.uniform(0.9, 1.1))
                 return
             except TimeoutError:
-                await self._discover_all()
+                if self.coordinator is not None and self.coordinator.is_leader:
+                    await self._discover_all()
 
     async def _client(self, name: str) -> Any:
         assert self.clients is not None
@@ -207,15 +220,14 @@ class App:
     # -- consumers ---------------------------------------------------------------------
 
     def _topology(self) -> ShardTopology:
-        def exists(stream_arn: str, shard_id: str) -> bool:
-            graph = self._graphs.get(stream_arn)
-            return graph is None or shard_id in graph
+        async def children(stream_arn: str, shard_id: str) -> list[str]:
+            found = set(self._graphs[stream_arn].children_of(shard_id)) if stream_arn in self._graphs else set()
+            if self.lease_table is not None:  # non-leaders know children from the lease rows
+                leases = await self.lease_table.list_leases(stream_arn)
+                found.update(lease.shard_id for lease in leases if shard_id in lease.parent_shard_ids)
+            return sorted(found)
 
-        def children(stream_arn: str, shard_id: str) -> list[str]:
-            graph = self._graphs.get(stream_arn)
-            return graph.children_of(shard_id) if graph else []
-
-        return ShardTopology(shard_exists=exists, children_of=children)
+        return ShardTopology(children_of=children)
 
     def _on_acquired(self, lease: Lease) -> None:
         if self._stopping or lease.key in self._consumers:

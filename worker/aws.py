@@ -74,7 +74,9 @@ class AwsClients:
         """A shared client for ``service`` (dynamodb, dynamodbstreams, events, sqs, sns)."""
         if service not in self._clients:
             self._clients[service] = await self._stack.enter_async_context(
-                self.session.client(service, endpoint_url=self.endpoint_url, config=self._boto_config)
+                self.session.client(
+                    service, endpoint_url=self._config.resolved_endpoint(service), config=self._boto_config
+                )
             )
         return self._clients[service]
 
@@ -82,7 +84,9 @@ class AwsClients:
         """The high-level resource API, whose Table objects (de)serialize plain Python values."""
         if self._resource is None:
             self._resource = await self._stack.enter_async_context(
-                self.session.resource("dynamodb", endpoint_url=self.endpoint_url, config=self._boto_config)
+                self.session.resource(
+                    "dynamodb", endpoint_url=self._config.resolved_endpoint("dynamodb"), config=self._boto_config
+                )
             )
         return self._resource
 

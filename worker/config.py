@@ -36,6 +36,9 @@ class AwsConfig(_Section):
 
     region: str | None = None
     endpoint_url: str | None = None
+    endpoints: dict[Literal["dynamodb", "dynamodbstreams", "events", "sqs", "sns"], str] = Field(
+        default_factory=dict, description="per-service endpoint overrides"
+    )
     connect_timeout_seconds: float = Field(5.0, gt=0)
     read_timeout_seconds: float = Field(10.0, gt=0)
     max_pool_connections: int = Field(64, ge=1, le=1024)
@@ -47,12 +50,19 @@ class AwsConfig(_Section):
             raise ConfigError([("aws.region", "not set, and neither AWS_REGION nor AWS_DEFAULT_REGION is")])
         return region
 
-    def resolved_endpoint(self) -> str | None:
+    def resolved_endpoint(self, service: str | None = None) -> str | None:
+        if service is not None and service in self.endpoints:
+            return self.endpoints[service]  # type: ignore[index]
         return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
 class StreamSettings(_Section):
     starting_position: StartingPosition = "TRIM_HORIZON"
+    arn: str | None = Field(
+        None,
+        pattern=r"^arn:aws[\w-]*:dynamodb:",
+        description="read this stream ARN instead of the table's latest stream (DescribeTable is skipped)",
+    )
 
 
 class TableConfig(_Section):
@@ -78,8 +88,10 @@ class LeaseConfig(_Section):
     create_table: bool = True
     duration_seconds: float = Field(10.0, ge=1, le=600)
     heartbeat_interval_seconds: float | None = Field(None, gt=0)
-    taker_interval_seconds: float = Field(1.0, gt=0, le=600)
+    poll_interval_seconds: float = Field(0.5, gt=0, le=60)
+    scan_interval_seconds: float = Field(10.0, gt=0, le=3600)
     max_leases_per_worker: int | None = Field(None, ge=1)
+    max_steals_per_pass: int = Field(2, ge=0, le=100)
 
     @property
     def heartbeat_interval(self) -> float:

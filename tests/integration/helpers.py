@@ -29,7 +29,7 @@ def seed_document(moto_url: str, prefix: str) -> dict[str, Any]:
     doc["aws"] = {"region": "us-east-1", "endpoint_url": moto_url}
     for logical, table in doc["tables"].items():
         table["name"] = f"{prefix}{logical}"
-    doc["leases"].update({"table": f"{prefix}leases", "taker_interval_seconds": 0.2, "duration_seconds": 3})
+    doc["leases"].update({"table": f"{prefix}leases", "poll_interval_seconds": 0.2, "duration_seconds": 3})
     doc["reader"].update({"idle_poll_seconds": 0.05, "max_idle_poll_seconds": 0.2, "discovery_interval_seconds": 1,
                           "parent_poll_seconds": 0.1})
     doc["processing"]["retry"] = {"initial_backoff_seconds": 0.05, "max_backoff_seconds": 0.2}

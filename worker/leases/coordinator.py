@@ -1,18 +1,23 @@
-"""LeaseCoordinator: heartbeats, lease taking and self-fencing for one worker.
+"""LeaseCoordinator: heartbeats, lease taking, balancing and self-fencing for one worker.
 
 Protocol in short (full text and invariants: docs/leases.md):
 
 * Liveness is per worker: the worker row's ``heartbeat`` counter is bumped every
-  ``duration/3``. A lease is expired when its owner's heartbeat was not seen to change
-  for ``duration`` on the observer's own monotonic clock (no clock sync needed), or the
-  owner has no worker row.
-* Taking bumps the lease ``counter`` conditionally on the counter (and owner) seen, which
+  ``heartbeat_interval``. A worker is live while its heartbeat was seen to change within
+  ``duration`` on the observer's own monotonic clock (no clock sync needed). A lease is
+  expired when its owner is not live or has no worker row.
+* Every ``poll_interval`` a worker reads the worker rows (one small ``Query``). It reads
+  the lease rows (one ``Query`` per stream) only when the live set changed, when one of
+  its own leases was stolen, when it is below its fair share, or every ``scan_interval``.
+* Taking bumps the lease ``counter`` conditionally on the counter and owner seen, which
   fences the previous owner: its next checkpoint fails and it stops that shard.
+* Fair share is ``ceil(unfinished leases / live workers)`` (or the cap). Free and expired
+  leases are taken first; when none is left, a worker below its share steals from the most
+  loaded worker, at most ``max_steals_per_pass`` a pass and only while the victim holds at
+  least two more leases than the thief, so a steal never reverses the imbalance (no thrash).
 * Self-fencing: a worker whose last successful heartbeat was *sent* more than
-  ``duration - heartbeat_interval`` ago stops all its shards, so it stops before any
-  observer can have seen its heartbeat still for a whole ``duration``.
-* A worker takes free and expired leases up to its fair share,
-  ``ceil(unfinished leases / live workers)``, and an optional cap.
+  ``duration - heartbeat_interval`` ago stops all its shards, before any observer can have
+  seen its heartbeat still for a whole ``duration``.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncio
 import math
 import random
 import time
+from collections import Counter
 from typing import Callable
 
 import structlog
@@ -49,12 +55,18 @@ class LeaseCoordinator:
         self._table = lease_table
         self.worker_id = worker_id
         self._config = config
-        self._streams = streams  # stream arn -> logical table, from discovery
+        self._streams = streams  # stream arn -> logical table
         self._on_acquired = on_acquired
         self._on_lost = on_lost
         self.held: dict[LeaseKey, Lease] = {}
         self._seen: dict[str, tuple[int, float]] = {}  # worker -> (heartbeat, when it last changed)
         self._last_renewed: float | None = None  # monotonic time the last good heartbeat was sent
+        self.live: frozenset[str] = frozenset({worker_id})
+        self._stopping_workers: frozenset[str] = frozenset()
+        self._my_lease_changes = 0
+        self._last_scan = -math.inf
+        self._target = 0
+        self._scan_requested = True
         self.taking = True
         self._log = log.bind(worker=worker_id)
 
@@ -67,6 +79,12 @@ class LeaseCoordinator:
     @property
     def renewing(self) -> bool:
         return self._last_renewed is not None and time.monotonic() - self._last_renewed < self.safe_window
+
+    @property
+    def is_leader(self) -> bool:
+        """The live worker with the smallest id runs the shared chores (shard discovery).
+        Two leaders for a moment are harmless: every chore is a conditional write."""
+        return min(self.live) == self.worker_id
 
     async def heartbeat_once(self, stopping: bool = False) -> bool:
         sent = time.monotonic()
@@ -89,6 +107,7 @@ class LeaseCoordinator:
 
     def _lose(self, lease: Lease) -> None:
         self.held.pop(lease.key, None)
+        metrics.lease_events.labels("lost").inc()
         self._on_lost(lease)
 
     async def run_heartbeats(self, stop: asyncio.Event) -> None:
@@ -100,7 +119,7 @@ class LeaseCoordinator:
             except TimeoutError:
                 pass
 
-    # -- taking ------------------------------------------------------------------------
+    # -- observing other workers -------------------------------------------------------
 
     def _observe(self, workers: list[WorkerBeat], now: float) -> None:
         current = {w.worker_id for w in workers}
@@ -110,6 +129,17 @@ class LeaseCoordinator:
                 self._seen[beat.worker_id] = (beat.heartbeat, now)
         for gone in set(self._seen) - current:
             del self._seen[gone]
+        live = frozenset(
+            w.worker_id for w in workers if not w.stopping and self._alive(w.worker_id, now)
+        ) | {self.worker_id}
+        stopping = frozenset(w.worker_id for w in workers if w.stopping)
+        mine = next((w for w in workers if w.worker_id == self.worker_id), None)
+        if live != self.live or stopping != self._stopping_workers:
+            self._scan_requested = True
+        if mine is not None and mine.lease_changes != self._my_lease_changes:
+            self._my_lease_changes = mine.lease_changes
+            self._scan_requested = True  # someone stole from us: notice it now
+        self.live, self._stopping_workers = live, stopping
 
     def _alive(self, worker_id: str, now: float) -> bool:
         if worker_id == self.worker_id:
@@ -117,17 +147,29 @@ class LeaseCoordinator:
         seen = self._seen.get(worker_id)
         return seen is not None and now - seen[1] < self._config.duration_seconds
 
+    async def poll_workers(self) -> None:
+        self._observe(await self._table.list_workers(), time.monotonic())
+
+    # -- the lease pass ----------------------------------------------------------------
+
+    def _scan_due(self) -> bool:
+        return (
+            self._scan_requested
+            or (self.taking and len(self.held) < self._target)
+            or time.monotonic() - self._last_scan >= self._config.scan_interval_seconds
+        )
+
     async def take_pass(self) -> list[Lease]:
-        """One pass: notice lost leases, then take free/expired ones up to the fair share."""
-        streams = self._streams()
-        # Leases before workers: a worker writes its row before it takes any lease, so an
-        # owner we see on a lease is already in the worker list read after it.
+        """Read every lease: notice lost ones, then take or steal up to the fair share."""
+        self._scan_requested = False
+        self._last_scan = time.monotonic()
         leases: list[Lease] = []
-        for stream_arn in streams:
+        for stream_arn in self._streams():
             leases.extend(await self._table.list_leases(stream_arn))
-        workers = await self._table.list_workers()
+        # Leases before workers: a worker writes its row before it takes any lease, so an
+        # owner seen on a lease is already in the worker list read after it.
+        await self.poll_workers()
         now = time.monotonic()
-        self._observe(workers, now)
         by_key = {lease.key: lease for lease in leases}
 
         for key, mine in list(self.held.items()):
@@ -137,20 +179,18 @@ class LeaseCoordinator:
                 self._lose(mine)
 
         unfinished = [lease for lease in leases if not lease.finished]
-        live = {w.worker_id for w in workers if not w.stopping and self._alive(w.worker_id, now)}
-        live.add(self.worker_id)
         cap = self._config.max_leases_per_worker
         if cap is not None:
-            metrics.shards_unassigned.set(max(0, len(unfinished) - cap * len(live)))
+            metrics.shards_unassigned.set(max(0, len(unfinished) - cap * len(self.live)))
+        self._target = math.ceil(len(unfinished) / len(self.live)) if unfinished else 0
+        if cap is not None:
+            self._target = min(self._target, cap)
         if not self.taking or not self.renewing:
             return []
-
-        target = math.ceil(len(unfinished) / len(live)) if unfinished else 0
-        if cap is not None:
-            target = min(target, cap)
-        wanted = target - len(self.held)
+        wanted = self._target - len(self.held)
         if wanted <= 0:
             return []
+
         available = [
             lease
             for lease in unfinished
@@ -161,33 +201,66 @@ class LeaseCoordinator:
         # do not all race for the same rows.
         random.shuffle(available)
         available.sort(key=lambda lease: lease.owner is not None)
-        taken: list[Lease] = []
-        for lease in available[:wanted]:
-            result = await self._table.take(lease, self.worker_id)
-            if result is None:
-                continue
-            event = "taken" if lease.owner in (None, self.worker_id) else "expired_taken"
-            metrics.lease_events.labels(event).inc()
-            self._log.info("take lease", shard=lease.shard_id, previous_owner=lease.owner, counter=result.counter)
-            self.held[result.key] = result
-            taken.append(result)
-            self._on_acquired(result)
+        taken = [lease for lease in [await self._take(lease, now) for lease in available[:wanted]] if lease]
+        if not available:
+            taken.extend(await self._steal(unfinished, now))
         return taken
+
+    async def _take(self, lease: Lease, now: float) -> Lease | None:
+        result = await self._table.take(lease, self.worker_id)
+        if result is None:
+            return None
+        if lease.owner in (None, self.worker_id):
+            event = "taken"
+        elif self._alive(lease.owner, now):
+            event = "stolen"
+        else:
+            event = "expired_taken"
+        metrics.lease_events.labels(event).inc()
+        self._log.info("take lease", shard=lease.shard_id, previous_owner=lease.owner, counter=result.counter,
+                       how=event)
+        self.held[result.key] = result
+        self._on_acquired(result)
+        return result
+
+    async def _steal(self, unfinished: list[Lease], now: float) -> list[Lease]:
+        loads = Counter(lease.owner for lease in unfinished if lease.owner and lease.owner in self.live)
+        loads.pop(self.worker_id, None)
+        if not loads or self._config.max_steals_per_pass == 0:
+            return []
+        victim, victim_load = max(loads.items(), key=lambda item: (item[1], item[0]))
+        gap = victim_load - len(self.held)
+        count = min(self._config.max_steals_per_pass, gap // 2, self._target - len(self.held))
+        if count <= 0:
+            return []
+        candidates = [lease for lease in unfinished if lease.owner == victim]
+        random.shuffle(candidates)
+        stolen = [lease for lease in [await self._take(lease, now) for lease in candidates[:count]] if lease]
+        if stolen:
+            await self._table.notify_worker(victim)
+        return stolen
 
     async def run_taker(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             if self.renewing:
-                await self.take_pass()
+                await self.poll_workers()
+                if self._scan_due():
+                    await self.take_pass()
             try:
-                await asyncio.wait_for(stop.wait(), timeout=self._config.taker_interval_seconds)
+                await asyncio.wait_for(stop.wait(), timeout=self._config.poll_interval_seconds)
             except TimeoutError:
                 pass
+
+    def request_scan(self) -> None:
+        """New leases exist (discovery): look at them at the next poll."""
+        self._scan_requested = True
 
     # -- giving up ---------------------------------------------------------------------
 
     def forget(self, lease: Lease) -> None:
         """The consumer ended the lease itself (shard end); nothing to release."""
         self.held.pop(lease.key, None)
+        self._scan_requested = True  # its children may be waiting for a taker
 
     async def release(self, lease: Lease) -> bool:
         """Hand a lease back so another worker resumes from its checkpoint at once."""
@@ -201,7 +274,7 @@ class LeaseCoordinator:
         return True
 
     async def leave(self) -> None:
-        """Remove this worker's row: others stop counting it as live at once."""
+        """Remove this worker's row: others stop counting it as live at their next poll."""
         try:
             await self._table.remove_worker(self.worker_id)
         except Exception as exc:  # noqa: BLE001 - the row then expires like a dead worker's

@@ -76,6 +76,7 @@ class WorkerBeat:
     leases: int
     updated_at: str | None = None
     stopping: bool = False
+    lease_changes: int = 0  # bumped by a worker that stole one of this worker's leases
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> "WorkerBeat":
@@ -85,4 +86,5 @@ class WorkerBeat:
             leases=int(item.get("leases", 0)),
             updated_at=item.get("updatedAt"),
             stopping=bool(item.get("stopping", False)),
+            lease_changes=int(item.get("leaseChanges", 0)),
         )

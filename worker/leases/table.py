@@ -242,6 +242,22 @@ class LeaseTable:
             },
         )
 
+    async def notify_worker(self, worker_id: str) -> None:
+        """Tell a worker that one of its leases was stolen, so it stops that shard at its
+        next poll instead of at its next checkpoint. Best effort: fencing does not rely on it."""
+        table = await self._t()
+        self.writes += 1
+        try:
+            await table.update_item(
+                Key={"pk": WORKER_PK, "sk": worker_id},
+                UpdateExpression="SET leaseChanges = if_not_exists(leaseChanges, :zero) + :one",
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={":zero": 0, ":one": 1},
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
+
     async def remove_worker(self, worker_id: str) -> None:
         table = await self._t()
         self.writes += 1

@@ -66,10 +66,9 @@ _ALLOWED: dict[ConsumerState, frozenset[ConsumerState]] = {
 
 @dataclass(frozen=True)
 class ShardTopology:
-    """What the consumer needs to know of the stream's shard graph (from discovery)."""
+    """What the consumer needs to know of the stream's shard graph."""
 
-    shard_exists: Callable[[str, str], bool]  # (stream_arn, shard_id)
-    children_of: Callable[[str, str], list[str]]
+    children_of: Callable[[str, str], Awaitable[list[str]]]  # (stream_arn, shard_id)
 
 
 class ShardConsumer:
@@ -142,13 +141,13 @@ class ShardConsumer:
 
     async def _parent_done(self, parent_id: str) -> bool:
         parent = await call_aws("GetItem", self._leases.get_lease, self.lease.stream_arn, parent_id)
-        if parent is not None:
-            return parent.finished
-        # No lease: done only if the parent is gone from the stream (past retention);
-        # otherwise discovery has not created its lease yet.
-        return not self._topology.shard_exists(self.lease.stream_arn, parent_id)
+        # No lease means done: discovery creates a parent's lease before its children's, and
+        # deletes it only after it finished and its children progressed, or it aged out.
+        return parent is None or parent.finished
 
     async def _wait_for_parents(self, stop: asyncio.Event) -> bool:
+        if self.lease.checkpoint:
+            return not stop.is_set()  # it made progress before, so its parents were done
         waiting = list(self.lease.parent_shard_ids)
         while waiting:
             waiting = [p for p in waiting if not await self._parent_done(p)]
@@ -191,7 +190,7 @@ class ShardConsumer:
                 self._done = record.sequence_number
             await self._save_progress()
             if page.shard_end:
-                children = self._topology.children_of(self.lease.stream_arn, self.lease.shard_id)
+                children = await self._topology.children_of(self.lease.stream_arn, self.lease.shard_id)
                 await self._checkpointer.finish(children)
                 metrics.lease_events.labels("finished").inc()
                 self._log.info("finish shard", children=children)

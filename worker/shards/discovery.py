@@ -37,8 +37,23 @@ class StreamInfo:
     view_type: str
 
 
-async def resolve_stream(client: Any, logical: str, table_name: str, needs: set[str]) -> StreamInfo:
-    """The table's current stream, checked against what the routes need to read."""
+async def resolve_stream(
+    client: Any, logical: str, table_name: str, needs: set[str], *, streams_client: Any = None,
+    stream_arn: str | None = None,
+) -> StreamInfo:
+    """The table's current stream (or the configured ``stream_arn``), checked against what
+    the routes need to read."""
+    if stream_arn is not None:
+        try:
+            description = (await call_aws("DescribeStream", streams_client.describe_stream, StreamArn=stream_arn,
+                                          Limit=1))["StreamDescription"]
+        except ClientError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                raise SetupError(f"tables.{logical}.stream.arn: stream {stream_arn!r} does not exist") from None
+            raise
+        view = str(description.get("StreamViewType", ""))
+        _check_view(logical, table_name, view, needs)
+        return StreamInfo(table=logical, table_name=table_name, stream_arn=stream_arn, view_type=view)
     try:
         description = (await call_aws("DescribeTable", client.describe_table, TableName=table_name))["Table"]
     except ClientError as exc:
@@ -53,13 +68,17 @@ async def resolve_stream(client: Any, logical: str, table_name: str, needs: set[
             "(enable one with view type NEW_AND_OLD_IMAGES)"
         )
     view = str(spec.get("StreamViewType", ""))
+    _check_view(logical, table_name, view, needs)
+    return StreamInfo(table=logical, table_name=table_name, stream_arn=str(arn), view_type=view)
+
+
+def _check_view(logical: str, table_name: str, view: str, needs: set[str]) -> None:
     for image in sorted(needs):
         if view not in _VIEWS_WITH[image]:
             raise SetupError(
                 f"tables.{logical}: the stream of {table_name!r} has view type {view}, "
                 f"but its routes read the {image} image (need one of {sorted(_VIEWS_WITH[image])})"
             )
-    return StreamInfo(table=logical, table_name=table_name, stream_arn=str(arn), view_type=view)
 
 
 async def describe_shards(client: Any, stream_arn: str) -> ShardGraph:
@@ -95,9 +114,12 @@ async def sync_leases(
         # Like KCL: starting at LATEST means the open shards only, each from its tip;
         # reading closed ancestors (hours old) would contradict LATEST.
         candidates = graph.open_shards()
+    # A shard named as parent by a lease that has progressed was finished and cleaned up:
+    # never create it again.
+    done_parents = {p for lease in leases.values() if lease.checkpoint for p in lease.parent_shard_ids}
     created = 0
     for shard in candidates:
-        if shard.shard_id in leases:
+        if shard.shard_id in leases or shard.shard_id in done_parents:
             continue
         parents = [] if (first_time and starting_position == "LATEST") else graph.parents_of(shard.shard_id)
         parents = [p for p in parents if p in graph or p in leases]
@@ -106,8 +128,26 @@ async def sync_leases(
         if await call_aws("PutItem", lease_table.create_lease, lease):
             created += 1
             log.info("create lease", stream=stream.table, shard=shard.shard_id, parents=parents)
-    for lease in leases.values():
-        if lease.finished and lease.shard_id not in graph:
-            await call_aws("DeleteItem", lease_table.delete_lease, lease)
-            log.info("delete finished lease of aged-out shard", stream=stream.table, shard=lease.shard_id)
+    await _clean_finished(lease_table, stream, graph, leases)
     return created
+
+
+async def _clean_finished(
+    lease_table: LeaseTable, stream: StreamInfo, graph: ShardGraph, leases: dict[str, Lease]
+) -> None:
+    """Delete a finished lease once every child has a lease with a checkpoint (they no
+    longer wait on it), or once its shard aged out of the stream."""
+    children: dict[str, list[Lease]] = {}
+    for lease in leases.values():
+        for parent in lease.parent_shard_ids:
+            children.setdefault(parent, []).append(lease)
+    for lease in leases.values():
+        if not lease.finished:
+            continue
+        kids = children.get(lease.shard_id, [])
+        expected = set(graph.children_of(lease.shard_id)) | set(lease.child_shard_ids)
+        progressed = bool(kids) and all(kid.checkpoint for kid in kids) and expected <= {k.shard_id for k in kids}
+        if progressed or lease.shard_id not in graph:
+            await call_aws("DeleteItem", lease_table.delete_lease, lease)
+            log.info("delete finished lease", stream=stream.table, shard=lease.shard_id,
+                     reason="children progressed" if progressed else "aged out")
