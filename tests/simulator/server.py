@@ -1,0 +1,240 @@
+"""The wire layer: an aiohttp server (own thread, own event loop) in front of ``StreamModel``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import uuid
+import zlib
+from typing import Any
+
+from aiohttp import ClientSession, ClientTimeout, web
+
+from tests.simulator.model import DISCONNECT, SimError, StreamModel
+
+_CONTENT_TYPE = "application/x-amz-json-1.0"
+_HOP_BY_HOP = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+    }
+)
+
+# Control API methods reachable over HTTP (POST /_sim/<method>, JSON kwargs) for other processes.
+CONTROL_METHODS = frozenset(
+    {
+        "now",
+        "advance",
+        "configure",
+        "knobs",
+        "set_throttle",
+        "set_faults",
+        "fail_next",
+        "clear_faults",
+        "stats",
+        "calls",
+        "errors",
+        "reset_stats",
+        "create_stream",
+        "disable_stream",
+        "stream_arn",
+        "split_shard",
+        "rotate_shard",
+        "rotate_all",
+        "shard_for_key",
+        "put_record",
+        "put_records",
+        "shards",
+        "records",
+        "tables",
+    }
+)
+
+
+class Simulator(StreamModel):
+    """A DynamoDB Streams endpoint on 127.0.0.1 for the real (aio)botocore client.
+
+    ``Simulator(**knobs).start()`` binds a free port (or ``port``) and serves from a
+    background thread; ``url`` is the endpoint_url; ``stop()`` shuts it down. Also a
+    context manager. ``upstream_url`` (e.g. a moto server) receives every request
+    that is not about a simulated table/stream, verbatim, so the simulator can be the
+    single endpoint of a process that also uses DynamoDB, SQS, SNS, ... on moto.
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, upstream_url: str | None = None, **knobs: Any):
+        super().__init__(**knobs)
+        self.host = host
+        self.port = port
+        self.upstream_url = upstream_url.rstrip("/") if upstream_url else None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.ServerRunner | None = None
+        self._upstream: ClientSession | None = None
+        self._start_error: BaseException | None = None
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @property
+    def url(self) -> str:
+        if not self.port:
+            raise RuntimeError("simulator not started")
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout: float = 10.0) -> "Simulator":
+        if self._thread is not None:
+            return self
+        ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(ready,), name="stream-simulator", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise RuntimeError("stream simulator did not start in time")
+        if self._start_error is not None:
+            self._thread.join()
+            self._thread = None
+            raise RuntimeError("stream simulator failed to start") from self._start_error
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        thread, loop = self._thread, self._loop
+        if thread is None or loop is None:
+            return
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        self._thread = None
+
+    def __enter__(self) -> "Simulator":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _run(self, ready: threading.Event) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._astart())
+        except BaseException as exc:  # noqa: BLE001 - reported to start()
+            self._start_error = exc
+            ready.set()
+            loop.close()
+            return
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(self._astop())
+            loop.close()
+
+    async def _astart(self) -> None:
+        server = web.Server(self._handle, access_log=None)
+        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
+        await site.start()
+        sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        if self.upstream_url:
+            self._upstream = ClientSession(timeout=ClientTimeout(total=60), auto_decompress=False)
+
+    async def _astop(self) -> None:
+        if self._upstream is not None:
+            await self._upstream.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    # ----------------------------------------------------------------- requests
+
+    @staticmethod
+    def _json_response(status: int, payload: dict[str, Any] | str) -> web.Response:
+        text = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+        data = text.encode()
+        return web.Response(
+            status=status,
+            body=data,
+            headers={
+                "Content-Type": _CONTENT_TYPE,
+                "x-amzn-RequestId": uuid.uuid4().hex.upper(),
+                "x-amz-crc32": str(zlib.crc32(data)),
+            },
+        )
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        if request.path.startswith("/_sim/"):
+            return await self._control(request)
+        raw = await request.read()
+        target = request.headers.get("X-Amz-Target", "")
+        service, _, operation = target.partition(".")
+        body: Any = None
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            body = None
+        parsed = isinstance(body, dict)
+        owned = parsed and (self._upstream is None or self.owns(service, operation, body))
+        latency = self.pick_latency()
+        if latency > 0:
+            await asyncio.sleep(latency)
+        if not owned and self._upstream is not None:
+            return await self._forward(request, raw)
+        op = operation or "<none>"
+        self.count_call(op)
+        try:
+            if not parsed:
+                if not target:
+                    raise SimError("UnknownOperationException", "missing X-Amz-Target header")
+                raise SimError("SerializationException", "request body is not a JSON object")
+            fault = self.pick_fault(op)
+            if fault is not None:
+                code, message = fault
+                if code == DISCONNECT:
+                    self.count_error(op, DISCONNECT)
+                    if request.transport is not None:
+                        request.transport.abort()
+                    raise asyncio.CancelledError
+                raise SimError(code, message)
+            result = self.handle(service, operation, body)
+        except SimError as err:
+            self.count_error(op, err.code)
+            return self._json_response(err.status, err.body())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a simulator bug must still answer like AWS would
+            self.count_error(op, "InternalServerError")
+            err = SimError("InternalServerError", f"simulator bug: {type(exc).__name__}: {exc}")
+            return self._json_response(err.status, err.body())
+        return self._json_response(200, result)
+
+    async def _forward(self, request: web.BaseRequest, raw: bytes) -> web.StreamResponse:
+        assert self._upstream is not None and self.upstream_url is not None
+        self.count_forwarded()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP}
+        async with self._upstream.request(
+            request.method, self.upstream_url + request.path_qs, data=raw, headers=headers, allow_redirects=False
+        ) as upstream:
+            data = await upstream.read()
+            out_headers = {k: v for k, v in upstream.headers.items() if k.lower() not in _HOP_BY_HOP}
+            return web.Response(status=upstream.status, body=data, headers=out_headers)
+
+    async def _control(self, request: web.BaseRequest) -> web.Response:
+        name = request.path[len("/_sim/") :]
+        if name not in CONTROL_METHODS:
+            return web.json_response({"error": f"unknown control method {name!r}"}, status=404)
+        try:
+            raw = await request.read()
+            kwargs = json.loads(raw) if raw else {}
+            if not isinstance(kwargs, dict):
+                raise TypeError("control body must be a JSON object of keyword arguments")
+            result = getattr(self, name)(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - reported to the remote caller
+            return web.json_response({"error": f"{type(exc).__name__}: {exc}"}, status=400)
+        return web.json_response({"result": result})
