@@ -225,6 +225,9 @@ class App:
             if self.lease_table is not None:  # non-leaders know children from the lease rows
                 leases = await self.lease_table.list_leases(stream_arn)
                 found.update(lease.shard_id for lease in leases if shard_id in lease.parent_shard_ids)
+            if not found:  # not discovered yet: a closed shard's children exist, ask the stream
+                graph = await describe_shards(self._streams_client, stream_arn)
+                found.update(graph.children_of(shard_id))
             return sorted(found)
 
         return ShardTopology(children_of=children)

@@ -64,7 +64,7 @@ class AwsClients:
             read_timeout=config.read_timeout_seconds,
             max_pool_connections=config.max_pool_connections,
             # Our own loops own the retry policy; the SDK gets one quick retry for blips.
-            retries={"mode": "standard", "max_attempts": 2},
+            retries={"mode": "standard", "total_max_attempts": 2},
         )
         self._stack = contextlib.AsyncExitStack()
         self._clients: dict[str, Any] = {}

@@ -101,7 +101,9 @@ class ShardReader:
         self._log.error("restart at trim horizon after trimmed data", position=str(self.position))
         self._start = TRIM_HORIZON
         self._last_sequence = None
-        self._iterator = await self._get_iterator(TRIM_HORIZON)
+        # read_page fetches the new iterator (at self.position == TRIM_HORIZON) inside its
+        # own error handling, so a shard that aged out meanwhile is a ShardGoneError.
+        self._iterator = None
 
     async def read_page(self) -> Page:
         """One GetRecords call (plus any iterator recovery it needs)."""

@@ -102,6 +102,16 @@ async def describe_shards(client: Any, stream_arn: str) -> ShardGraph:
         kwargs["ExclusiveStartShardId"] = last
 
 
+def _ancestors(graph: ShardGraph, shard_id: str) -> list[str]:
+    """The parent, grandparent ... of ``shard_id`` that are still in the stream."""
+    found: list[str] = []
+    shard = graph.shards.get(shard_id)
+    while shard is not None and shard.parent_shard_id in graph and shard.parent_shard_id not in found:
+        found.append(shard.parent_shard_id)  # type: ignore[arg-type]
+        shard = graph.shards[shard.parent_shard_id]  # type: ignore[index]
+    return found
+
+
 async def sync_leases(
     lease_table: LeaseTable, stream: StreamInfo, graph: ShardGraph, starting_position: str
 ) -> int:
@@ -117,9 +127,12 @@ async def sync_leases(
     # A shard named as parent by a lease that has progressed was finished and cleaned up:
     # never create it again.
     done_parents = {p for lease in leases.values() if lease.checkpoint for p in lease.parent_shard_ids}
+    # Ancestors of leased shards that have no lease were skipped on purpose (a LATEST
+    # start) or finished and cleaned up: never go back behind existing leases.
+    behind = {a for shard_id in leases for a in _ancestors(graph, shard_id)}
     created = 0
     for shard in candidates:
-        if shard.shard_id in leases or shard.shard_id in done_parents:
+        if shard.shard_id in leases or shard.shard_id in done_parents or shard.shard_id in behind:
             continue
         parents = [] if (first_time and starting_position == "LATEST") else graph.parents_of(shard.shard_id)
         parents = [p for p in parents if p in graph or p in leases]
