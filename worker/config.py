@@ -237,7 +237,7 @@ def _interpolate(node: Any, path: str, env: dict[str, str], problems: list[tuple
 
     value = _VAR.sub(substitute, node)
     if value == "" and node != "":
-        return None  # "${VAR:-}" means "unset": let the field's default apply
+        return _UNSET  # "${VAR:-}" means "unset": let the field's default apply
     return value
 
 
@@ -264,7 +264,7 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
     if problems:
         raise ConfigError(problems)
     try:
-        config = Config.model_validate(_drop_nones(data))
+        config = Config.model_validate(_drop_unset(data))
     except ValidationError as exc:
         raise ConfigError([(_format_loc(err["loc"]), err["msg"]) for err in exc.errors()]) from None
     problems = _cross_check(config)
@@ -273,12 +273,24 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
     return config
 
 
-def _drop_nones(node: Any) -> Any:
-    # A key whose value interpolated to nothing falls back to its default.
+class _Unset:
+    """A value that interpolated to nothing: the key is dropped so its default applies."""
+
+
+_UNSET: Any = _Unset()
+
+
+def _drop_unset(node: Any, depth: int = 0) -> Any:
+    # An empty top-level section (``leases:`` with nothing under it) also means "defaults";
+    # deeper explicit nulls are kept (a route may match an attribute that is NULL).
     if isinstance(node, dict):
-        return {key: _drop_nones(value) for key, value in node.items() if value is not None}
+        return {
+            key: _drop_unset(value, depth + 1)
+            for key, value in node.items()
+            if value is not _UNSET and not (depth == 0 and value is None)
+        }
     if isinstance(node, list):
-        return [_drop_nones(value) for value in node]
+        return [_drop_unset(value, depth + 1) for value in node if value is not _UNSET]
     return node
 
 

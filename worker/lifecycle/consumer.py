@@ -8,7 +8,7 @@ States and the transitions allowed between them::
           +-----------------+-----------------+--> SHUT_DOWN    (stop asked, progress saved)
 
 * WAITING_ON_PARENTS: a child shard starts only after every parent's lease says
-  ``SHARD_END`` (or the parent is gone from the stream and has no lease), so records of
+  ``SHARD_END`` (a parent without a lease row is done: see docs/leases.md), so records of
   one key are handled in stream order across splits.
 * PROCESSING: pages are handled in order, one record at a time; after each page the
   checkpoint moves to the last record done. Before a failing record is retried, the

@@ -32,6 +32,10 @@ def load_handler(import_string: str) -> Handler:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:
         raise HandlerImportError(f"cannot import module {module_name!r}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a module that fails while importing is a config error too
+        raise HandlerImportError(
+            f"importing module {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
     for part in attribute_path.split("."):
         try:
             obj = getattr(obj, part)
