@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install run check-config clean lint
+.PHONY: demo test install run check-config clean lint bench bench-leases
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest -q
+
+# Benchmarks write bench/results.json (see bench/README.md).
+bench: bench-leases
+
+bench-leases: $(STAMP)
+	$(BIN)/python -m bench.leases_bench
 
 check-config: $(STAMP)
 	$(BIN)/stream-worker check-config --config config/worker.yaml

@@ -56,7 +56,9 @@ class Cluster:
 
     # -- config and processes ------------------------------------------------------------
 
-    def write_config(self, stream_arn: str, **leases: Any) -> Path:
+    def write_config(self, stream_arn: str, *, product_timings: bool = False, **leases: Any) -> Path:
+        """Test timings (short lease duration, fast polls) unless ``product_timings``: then
+        the lease and reader sections keep the product defaults (the benchmark's case)."""
         doc = {
             "worker": {"id": "${WORKER_ID}", "shutdown_timeout_seconds": 10},
             "aws": {"region": "us-east-1", "endpoint_url": self.moto_url,
@@ -73,16 +75,20 @@ class Cluster:
                         "options": {"dir": str(self.records_dir)}}],
             "observability": {"metrics": {"port": 0}, "logging": {"level": "INFO", "format": "json"}},
         }
+        if product_timings:
+            doc["leases"] = {"table": self.lease_table, **leases}
+            doc["reader"] = {}
+            del doc["processing"]
         path = self.workdir / "worker.yaml"
         path.write_text(yaml.safe_dump(doc))
         self.config_path = path
         return path
 
-    def start_worker(self, worker_id: str) -> None:
+    def start_worker(self, worker_id: str, metrics_port: int = 0) -> None:
         log = open(self.workdir / f"{worker_id}.log", "ab")  # noqa: SIM115 - owned by the process
         env = {**os.environ, "WORKER_ID": worker_id}
         self.processes[worker_id] = subprocess.Popen(
-            [STREAM_WORKER, "run", "--config", str(self.config_path)],
+            [STREAM_WORKER, "run", "--config", str(self.config_path), "--metrics-port", str(metrics_port)],
             cwd=REPO, env=env, stdout=log, stderr=log,
         )
 

@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from worker.aws import error_code
 from worker.errors import LeaseLostError
 from worker.leases.model import SHARD_END, WORKER_PK, Lease, WorkerBeat, lease_pk
+from worker.observability import metrics
 
 log = structlog.get_logger(__name__)
 
@@ -35,7 +36,11 @@ class LeaseTable:
         self._resource = resource
         self.name = table_name
         self._table: Any = None
-        self.writes = 0  # conditional writes issued, for the write-cost benchmark
+        self.writes = 0  # every write issued, for the write-cost benchmark
+
+    def _count_write(self, operation: str) -> None:
+        self.writes += 1
+        metrics.lease_table_writes.labels(operation).inc()
 
     async def _t(self) -> Any:
         if self._table is None:
@@ -124,7 +129,7 @@ class LeaseTable:
         }
         if lease.parent_shard_ids:
             item["parentShardIds"] = list(lease.parent_shard_ids)
-        self.writes += 1
+        self._count_write("create_lease")
         try:
             await table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
             return True
@@ -137,7 +142,7 @@ class LeaseTable:
         """Take a lease as seen in ``lease`` (free, expired or stolen). None if someone
         else changed it first. The counter bump fences the previous owner."""
         table = await self._t()
-        self.writes += 1
+        self._count_write("take")
         condition = "leaseCounter = :seen AND "
         condition += "attribute_not_exists(#owner)" if lease.owner is None else "#owner = :prev"
         values: dict[str, Any] = {":me": worker_id, ":seen": lease.counter, ":one": 1, ":now": _now()}
@@ -157,9 +162,11 @@ class LeaseTable:
             raise
         return lease.owned_by(worker_id, lease.counter + 1)
 
-    async def _owner_write(self, lease: Lease, update: str, values: dict[str, Any], names: dict[str, str]) -> None:
+    async def _owner_write(
+        self, operation: str, lease: Lease, update: str, values: dict[str, Any], names: dict[str, str]
+    ) -> None:
         table = await self._t()
-        self.writes += 1
+        self._count_write(operation)
         try:
             await table.update_item(
                 Key={"pk": lease_pk(lease.stream_arn), "sk": lease.shard_id},
@@ -176,6 +183,7 @@ class LeaseTable:
     async def checkpoint(self, lease: Lease, sequence_number: str) -> None:
         """Record that every record up to and including ``sequence_number`` is done."""
         await self._owner_write(
+            "checkpoint",
             lease,
             "SET checkpoint = :seq, checkpointedAt = :now, updatedAt = :now",
             {":seq": sequence_number},
@@ -189,11 +197,12 @@ class LeaseTable:
         if child_shard_ids:
             update += ", childShardIds = :children"
             values[":children"] = child_shard_ids
-        await self._owner_write(lease, update + " REMOVE #owner", values, {})
+        await self._owner_write("finish", lease, update + " REMOVE #owner", values, {})
 
     async def release(self, lease: Lease) -> None:
         """Give a lease up so that another worker takes it at its next pass."""
         await self._owner_write(
+            "release",
             lease,
             "SET leaseCounter = leaseCounter + :one, updatedAt = :now REMOVE #owner",
             {":one": 1},
@@ -203,7 +212,7 @@ class LeaseTable:
     async def reset_checkpoint(self, stream_arn: str, shard_id: str, checkpoint: str | None) -> None:
         """Operator action: set (or clear) a checkpoint regardless of owner, fencing the owner."""
         table = await self._t()
-        self.writes += 1
+        self._count_write("reset_checkpoint")
         if checkpoint is None:
             update = "SET leaseCounter = leaseCounter + :one, updatedAt = :now REMOVE checkpoint, #owner"
             values: dict[str, Any] = {":one": 1, ":now": _now()}
@@ -219,14 +228,14 @@ class LeaseTable:
 
     async def delete_lease(self, lease: Lease) -> None:
         table = await self._t()
-        self.writes += 1
+        self._count_write("delete_lease")
         await table.delete_item(Key={"pk": lease_pk(lease.stream_arn), "sk": lease.shard_id})
 
     # -- worker rows -----------------------------------------------------------------
 
     async def heartbeat(self, worker_id: str, leases: int, stopping: bool = False) -> None:
         table = await self._t()
-        self.writes += 1
+        self._count_write("heartbeat")
         await table.update_item(
             Key={"pk": WORKER_PK, "sk": worker_id},
             UpdateExpression=(
@@ -246,7 +255,7 @@ class LeaseTable:
         """Tell a worker that one of its leases was stolen, so it stops that shard at its
         next poll instead of at its next checkpoint. Best effort: fencing does not rely on it."""
         table = await self._t()
-        self.writes += 1
+        self._count_write("notify_worker")
         try:
             await table.update_item(
                 Key={"pk": WORKER_PK, "sk": worker_id},
@@ -260,5 +269,5 @@ class LeaseTable:
 
     async def remove_worker(self, worker_id: str) -> None:
         table = await self._t()
-        self.writes += 1
+        self._count_write("remove_worker")
         await table.delete_item(Key={"pk": WORKER_PK, "sk": worker_id})

@@ -68,5 +68,8 @@ lease_events = Counter(
 shards_unassigned = Gauge(
     f"{NS}_shards_over_cap", "Unfinished shards that no live worker may take because of lease caps"
 )
+lease_table_writes = Counter(
+    f"{NS}_lease_table_writes_total", "Writes to the lease table by operation (cost visibility)", ["operation"]
+)
 checkpoints = Counter(f"{NS}_checkpoints_total", "Checkpoint writes by outcome", ["stream", "outcome"])
 loop_crashes = Counter(f"{NS}_loop_crashes_total", "Background loops that crashed and were restarted", ["loop"])
