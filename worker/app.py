@@ -1,7 +1,7 @@
 """The supervisor: owns every task, starts components in order, stops them in reverse.
 
 Start: clients -> lease table -> streams (checked against the routes) -> publisher ->
-router/processor -> heartbeat -> discovery -> taker -> health server.
+router/delivery -> heartbeat -> discovery -> taker -> health server.
 
 Stop (SIGTERM/SIGINT, or ``request_stop``): stop taking leases, let every consumer finish
 its current record and checkpoint (bounded by ``worker.shutdown_timeout_seconds``, after
@@ -21,6 +21,7 @@ import structlog
 
 from worker.aws import AwsClients
 from worker.config import Config
+from worker.deadletter import DeadLetterDestination, build_dead_letters
 from worker.errors import SetupError, TrimmedDataError
 from worker.leases.coordinator import LeaseCoordinator
 from worker.leases.model import Lease
@@ -28,8 +29,10 @@ from worker.leases.table import LeaseTable
 from worker.lifecycle.consumer import ConsumerState, ShardConsumer, ShardTopology
 from worker.observability import metrics
 from worker.observability.health import HealthServer
-from worker.processing.processor import ProcessingObserver, RecordProcessor
-from worker.processing.router import Router
+from worker.processing.delivery import DeliveryServices, ProcessingObserver, RouteDelivery
+from worker.processing.pipeline import ShardPipeline
+from worker.processing.router import Route, Router
+from worker.processing.tracker import ProgressTracker
 from worker.publishing.base import Publisher
 from worker.publishing.factory import build_publisher
 from worker.shards.discovery import StreamInfo, describe_shards, resolve_stream, sync_leases
@@ -84,7 +87,9 @@ class App:
         self.lease_table: LeaseTable | None = None
         self.coordinator: LeaseCoordinator | None = None
         self.publisher: Publisher | None = None
-        self.processor: RecordProcessor | None = None
+        self.router: Router | None = None
+        self.services: DeliveryServices | None = None
+        self._dead_letters: dict[str, DeadLetterDestination | None] = {}
         self.health: HealthServer | None = None
         self._started = False
         self._crashed: set[str] = set()
@@ -114,10 +119,13 @@ class App:
             raise SetupError("; ".join(problems))
         names = {logical: table.name for logical, table in config.tables.items()}
         self.publisher = await build_publisher(config.publisher, self.clients, names)
-        self.processor = RecordProcessor(
-            router, publisher=self.publisher, tables=Tables(self.clients, names), config=config,
-            observers=self._observers,
+        self.router = router
+        self.services = DeliveryServices(
+            publisher=self.publisher, tables=Tables(self.clients, names), config=config,
+            worker_id=self.worker_id, observers=self._observers,
         )
+        for route in router.routes:
+            self._dead_letters[route.name] = await build_dead_letters(route.dead_letter, self.clients, names)
         self._streams_client = streams_client
         self.coordinator = LeaseCoordinator(
             self.lease_table,
@@ -235,21 +243,43 @@ class App:
     def _on_acquired(self, lease: Lease) -> None:
         if self._stopping or lease.key in self._consumers:
             return
-        assert self.lease_table is not None and self.processor is not None
+        assert self.lease_table is not None
         consumer = ShardConsumer(
             lease,
             streams_client=self._streams_client,
             lease_table=self.lease_table,
-            processor=self.processor,
+            make_pipeline=self._make_pipeline,
             topology=self._topology(),
             config=self.config,
-            starting_position=self.config.tables[lease.table].stream.starting_position,
+            stream=self.config.tables[lease.table].stream,
         )
         stop = asyncio.Event()
         task = asyncio.create_task(consumer.run(stop), name=f"consumer:{lease.table}:{lease.shard_id}")
         self._consumers[lease.key] = _Running(consumer, task, stop)
         task.add_done_callback(lambda t, key=lease.key: self._on_consumer_done(key, t))
         metrics.leases_held.labels(lease.table).inc()
+
+    def _make_pipeline(self, lease: Lease, on_failure: Callable[[], None]) -> ShardPipeline:
+        """One pipeline per consumed shard: the route lanes and the progress tracker."""
+        assert self.router is not None and self.services is not None
+        info = self.streams.get(lease.stream_arn)
+        pipeline: ShardPipeline
+
+        def delivery_for(route: Route) -> RouteDelivery:
+            return RouteDelivery(
+                route, self.services, self._dead_letters.get(route.name),  # type: ignore[arg-type]
+                on_finished=pipeline.on_finished, on_failure=on_failure,
+            )
+
+        pipeline = ShardPipeline(
+            routes_for=self.router.routes_for,
+            delivery_for=delivery_for,
+            tracker=ProgressTracker(),
+            max_in_flight=self.config.processing.max_in_flight_records,
+            hash_key=info.hash_key if info else None,
+            stream_label=lease.table,
+        )
+        return pipeline
 
     def _on_lost(self, lease: Lease) -> None:
         running = self._consumers.get(lease.key)
@@ -337,6 +367,9 @@ class App:
             await self.coordinator.leave()
         if self.publisher is not None:
             await self.publisher.close()
+        for destination in self._dead_letters.values():
+            if destination is not None:
+                await destination.close()
         if self.health is not None:
             await self.health.close()
         if self.clients is not None:

@@ -1,4 +1,5 @@
-"""Command line: run | demo | check-config | create-tables.
+"""Command line: run | demo | check-config | create-tables | status | reset-checkpoint |
+replay | healthcheck.
 
 Exit codes: 0 success; 1 runtime failure; 2 bad config or an environment that does not
 fit it (the message names the key and the reason).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -105,6 +107,73 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(args.config, args.orders, args.timeout))
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from worker.operations import collect_status, render_status
+
+    config = load_config(args.config)
+    status = asyncio.run(collect_status(config))
+    print(json.dumps(status, indent=2) if args.json else render_status(status))
+    return EXIT_OK
+
+
+def cmd_reset_checkpoint(args: argparse.Namespace) -> int:
+    from worker.operations import apply_reset, plan_reset
+
+    config = load_config(args.config)
+    try:
+        plan = asyncio.run(plan_reset(config, args.table, args.to, args.shard))
+    except ValueError as exc:
+        print(f"reset-checkpoint: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"stream {plan.stream_arn}")
+    for lease in plan.leases:
+        print(f"  {lease.shard_id}: {lease.checkpoint or '(none)'} -> {plan.target}  (owner {lease.owner or '-'})")
+    if not args.yes:
+        answer = input(f"Reset {len(plan.leases)} checkpoint(s)? Records may be skipped or handled again. Type 'yes': ")
+        if answer.strip() != "yes":
+            print("not reset")
+            return EXIT_FAILURE
+    count = asyncio.run(apply_reset(config, plan))
+    print(f"reset {count} checkpoint(s) to {plan.target}; owners stop and resume from it")
+    return EXIT_OK
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from worker.replay import replay
+
+    config = _load(args.config)
+    try:
+        report = asyncio.run(replay(config, route_filter=args.route, limit=args.limit, dry_run=args.dry_run,
+                                    attempts=args.attempts))
+    except ValueError as exc:
+        print(f"replay: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    for label in report.replayed:
+        print(f"replayed  {label}")
+    for label in report.failed:
+        print(f"FAILED    {label}")
+    for label in report.skipped:
+        print(f"{'would replay' if args.dry_run else 'skipped'}  {label}")
+    print(f"{len(report.replayed)} replayed, {len(report.failed)} failed, {len(report.skipped)} skipped")
+    return EXIT_FAILURE if report.failed else EXIT_OK
+
+
+def cmd_healthcheck(args: argparse.Namespace) -> int:
+    """For the container HEALTHCHECK: exit 0 when /healthz answers 200."""
+    import urllib.request
+
+    port = args.port or int(os.environ.get("METRICS_PORT") or 9400)
+    url = f"http://127.0.0.1:{port}/{'readyz' if args.ready else 'healthz'}"
+    try:
+        with urllib.request.urlopen(url, timeout=args.timeout) as response:
+            ok = response.status == 200
+    except OSError as exc:
+        print(f"unhealthy: {url}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"{'healthy' if ok else 'unhealthy'}: {url}")
+    return EXIT_OK if ok else EXIT_FAILURE
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stream-worker", description="DynamoDB Streams worker daemon")
     parser.add_argument("--version", action="version", version=f"stream-worker {__version__}")
@@ -132,6 +201,29 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser("create-tables", help="create missing application and lease tables")).set_defaults(
         func=cmd_create_tables
     )
+    status = with_config(sub.add_parser("status", help="every shard: owner, checkpoint, state, last progress"))
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.set_defaults(func=cmd_status)
+
+    reset = with_config(sub.add_parser("reset-checkpoint", help="move a stream's checkpoints (asks first)"))
+    reset.add_argument("--table", required=True, help="logical table whose stream to reset")
+    reset.add_argument("--to", required=True, help="TRIM_HORIZON, LATEST or a sequence number")
+    reset.add_argument("--shard", help="only this shard (default: every shard of the stream)")
+    reset.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    reset.set_defaults(func=cmd_reset_checkpoint)
+
+    replay = with_config(sub.add_parser("replay", help="re-drive dead-lettered records through their routes"))
+    replay.add_argument("--route", help="only letters of this route")
+    replay.add_argument("--limit", type=int, default=100, help="letters to fetch per destination")
+    replay.add_argument("--attempts", type=int, default=3, help="tries per letter before it stays parked")
+    replay.add_argument("--dry-run", action="store_true", help="list what would be replayed")
+    replay.set_defaults(func=cmd_replay)
+
+    health = sub.add_parser("healthcheck", help="exit 0 if the local worker's /healthz answers 200")
+    health.add_argument("--port", type=int, default=None, help="metrics port (default: $METRICS_PORT or 9400)")
+    health.add_argument("--ready", action="store_true", help="check /readyz instead")
+    health.add_argument("--timeout", type=float, default=3.0)
+    health.set_defaults(func=cmd_healthcheck, config=None)
     return parser
 
 

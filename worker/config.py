@@ -14,12 +14,14 @@ import os
 import re
 import socket
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from worker.deadletter.config import DeadLetterConfig
 from worker.errors import ConfigError
 
 
@@ -27,7 +29,7 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-StartingPosition = Literal["TRIM_HORIZON", "LATEST"]
+StartingPosition = Literal["TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"]
 EventNameLiteral = Literal["INSERT", "MODIFY", "REMOVE"]
 
 
@@ -58,11 +60,23 @@ class AwsConfig(_Section):
 
 class StreamSettings(_Section):
     starting_position: StartingPosition = "TRIM_HORIZON"
+    starting_timestamp: datetime | None = Field(
+        None, description="with AT_TIMESTAMP: read from the horizon, skip records created before it"
+    )
     arn: str | None = Field(
         None,
         pattern=r"^arn:aws[\w-]*:dynamodb:",
         description="read this stream ARN instead of the table's latest stream (DescribeTable is skipped)",
     )
+
+    @model_validator(mode="after")
+    def _timestamp_given(self) -> "StreamSettings":
+        if (self.starting_position == "AT_TIMESTAMP") != (self.starting_timestamp is not None):
+            raise ValueError("starting_timestamp goes with starting_position AT_TIMESTAMP, and only with it")
+        if self.starting_timestamp is not None and self.starting_timestamp.tzinfo is None:
+            # A timestamp without a zone is read as UTC, never as the host's local time.
+            object.__setattr__(self, "starting_timestamp", self.starting_timestamp.replace(tzinfo=timezone.utc))
+        return self
 
 
 class TableConfig(_Section):
@@ -115,15 +129,29 @@ class ReaderConfig(_Section):
 
 
 class RetryConfig(_Section):
-    """Handler retry back-off. A failing record is retried until it succeeds and the
-    checkpoint holds meanwhile (dead-lettering and attempt limits: see docs/failures.md)."""
+    """How a failing record is retried (per route; ``processing.retry`` holds the defaults).
 
+    ``max_attempts`` counts calls of the handler with the record (-1: no limit);
+    ``max_record_age_seconds`` parks records older than that (-1: no limit). Either limit
+    needs a dead-letter destination: a record is never dropped, only parked.
+    """
+
+    max_attempts: int = Field(-1, ge=-1, le=10_000)
+    max_record_age_seconds: int = Field(-1, ge=-1, le=604_800)
     initial_backoff_seconds: float = Field(0.1, gt=0)
     max_backoff_seconds: float = Field(10.0, gt=0)
+    bisect_batch_on_error: bool = True
+
+    @property
+    def bounded(self) -> bool:
+        return self.max_attempts != -1 or self.max_record_age_seconds != -1
 
 
 class ProcessingConfig(_Section):
     retry: RetryConfig = RetryConfig()
+    dead_letter: DeadLetterConfig | None = None
+    checkpoint_interval_seconds: float = Field(1.0, gt=0, le=300)
+    max_in_flight_records: int = Field(5_000, ge=1, le=1_000_000)
 
 
 class PublisherConfig(_Section):
@@ -152,12 +180,26 @@ class Conditions(_Section):
     old_image: dict[str, Any] = {}
 
 
+_IMPORT_STRING = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+
+
 class RouteConfig(_Section):
+    """One route: which records (table, events, conditions, filter patterns) go to which
+    handler, and how they are delivered (batching, concurrency, retries, dead letters)."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     table: str
     events: list[EventNameLiteral] = ["INSERT", "MODIFY", "REMOVE"]
     when: Conditions = Conditions()
-    handler: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+    filters: list[dict[str, Any]] = []
+    handler: str | None = Field(None, pattern=_IMPORT_STRING)
+    batch_handler: str | None = Field(None, pattern=_IMPORT_STRING)
+    batch_size: int = Field(100, ge=1, le=10_000)
+    batching_window_seconds: float = Field(0.0, ge=0, le=300)
+    parallelization_factor: int = Field(1, ge=1, le=100)
+    timeout_seconds: float | None = Field(60.0, gt=0, le=3600)
+    retry: RetryConfig | None = None
+    dead_letter: DeadLetterConfig | None = None
     options: dict[str, Any] = {}
 
     @field_validator("events")
@@ -166,6 +208,16 @@ class RouteConfig(_Section):
         if not value:
             raise ValueError("must name at least one of INSERT, MODIFY, REMOVE")
         return value
+
+    @model_validator(mode="after")
+    def _one_handler(self) -> "RouteConfig":
+        if (self.handler is None) == (self.batch_handler is None):
+            raise ValueError("set exactly one of 'handler' (per record) or 'batch_handler' (per batch)")
+        return self
+
+    @property
+    def import_string(self) -> str:
+        return self.handler or self.batch_handler or ""
 
 
 class MetricsConfig(_Section):
@@ -212,6 +264,33 @@ def _cross_check(config: Config) -> list[tuple[str, str]]:
         names.add(route.name)
     if config.publisher.type == "outbox" and config.publisher.table not in config.tables:
         problems.append(("publisher.table", f"unknown table {config.publisher.table!r} (known: {known})"))
+    for index, route in enumerate(config.routes):
+        problems.extend(_check_route_delivery(config, index, route, known))
+    dead_letter = config.processing.dead_letter
+    if dead_letter is not None and dead_letter.table is not None and dead_letter.table not in config.tables:
+        problems.append(("processing.dead_letter.table", f"unknown table {dead_letter.table!r} (known: {known})"))
+    return problems
+
+
+def _check_route_delivery(config: Config, index: int, route: RouteConfig, known: str) -> list[tuple[str, str]]:
+    from worker.processing.filters import FilterPatternError, compile_filters
+
+    problems: list[tuple[str, str]] = []
+    where = f"routes[{index}]"
+    try:
+        compile_filters(route.filters, f"{where}.filters")
+    except FilterPatternError as exc:
+        problems.append((exc.path, exc.reason))
+    retry = route.retry or config.processing.retry
+    dead_letter = route.dead_letter or config.processing.dead_letter
+    if retry.bounded and dead_letter is None:
+        key = f"{where}.retry" if route.retry else "processing.retry"
+        problems.append((key, "max_attempts / max_record_age_seconds need a dead-letter destination "
+                              f"({where}.dead_letter or processing.dead_letter): records are parked, never dropped"))
+    if route.dead_letter is not None and route.dead_letter.table is not None and route.dead_letter.table not in config.tables:
+        problems.append((f"{where}.dead_letter.table", f"unknown table {route.dead_letter.table!r} (known: {known})"))
+    if route.handler is not None and {"batch_size", "batching_window_seconds"} & route.model_fields_set:
+        problems.append((f"{where}.batch_size", "batch_size and batching_window_seconds apply to batch_handler routes"))
     return problems
 
 

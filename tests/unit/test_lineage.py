@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from worker.config import Config, parse_config
+from worker.config import StreamSettings, Config, parse_config
 from worker.leases.model import SHARD_END, Lease
 from worker.lifecycle.consumer import ShardConsumer, ShardTopology
 from worker.retrieval.reader import TRIM_HORIZON, StartPosition
@@ -165,10 +165,10 @@ def make_consumer(lease: Lease, table: FakeLeaseTable, topology: Topology,
         lease,
         streams_client=object(),
         lease_table=table,  # type: ignore[arg-type]
-        processor=object(),  # type: ignore[arg-type]
+        make_pipeline=lambda lease, on_failure: None,  # type: ignore[arg-type,return-value]
         topology=topology.as_topology(),
         config=make_config(parent_poll_seconds),
-        starting_position=starting_position,
+        stream=StreamSettings(starting_position=starting_position),  # type: ignore[arg-type]
     )
 
 

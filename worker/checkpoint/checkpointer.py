@@ -22,7 +22,10 @@ class Checkpointer:
         self._table = lease_table
         self.lease = lease
         self._label = stream_label
-        self.checkpointed: str | None = lease.checkpoint if not lease.finished else None
+        # Positions set by reset-checkpoint (TRIM_HORIZON, LATEST) are starting points, not
+        # sequence numbers: any record read after them moves the checkpoint.
+        usable = lease.checkpoint and lease.checkpoint.isdigit()
+        self.checkpointed: str | None = lease.checkpoint if usable else None
 
     def is_ahead(self, sequence_number: str | None) -> bool:
         if sequence_number is None:

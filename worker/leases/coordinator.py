@@ -86,10 +86,22 @@ class LeaseCoordinator:
         Two leaders for a moment are harmless: every chore is a conditional write."""
         return min(self.live) == self.worker_id
 
+    def _until_fence(self) -> float | None:
+        """Seconds left before the self-fencing deadline; None when not renewing."""
+        if self._last_renewed is None or not self.renewing:
+            return None
+        return max(0.0, self._last_renewed + self.safe_window - time.monotonic())
+
     async def heartbeat_once(self, stopping: bool = False) -> bool:
+        self._fence_if_stale()  # past the deadline already: stop before waiting on the call
         sent = time.monotonic()
         try:
-            await self._table.heartbeat(self.worker_id, len(self.held), stopping=stopping)
+            # A call that hangs (SDK timeouts exceed the lease duration) must not hold the
+            # fence back: give up on it at the deadline and count it as a missed heartbeat.
+            await asyncio.wait_for(
+                self._table.heartbeat(self.worker_id, len(self.held), stopping=stopping),
+                timeout=self._until_fence(),
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure counts as a missed heartbeat
@@ -114,8 +126,10 @@ class LeaseCoordinator:
         while not stop.is_set():
             await self.heartbeat_once()
             self._fence_if_stale()
+            left = self._until_fence()  # wake up at the deadline at the latest, to fence on time
+            wait = self._config.heartbeat_interval if left is None else min(self._config.heartbeat_interval, left)
             try:
-                await asyncio.wait_for(stop.wait(), timeout=self._config.heartbeat_interval)
+                await asyncio.wait_for(stop.wait(), timeout=wait)
             except TimeoutError:
                 pass
 

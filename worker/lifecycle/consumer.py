@@ -10,9 +10,10 @@ States and the transitions allowed between them::
 * WAITING_ON_PARENTS: a child shard starts only after every parent's lease says
   ``SHARD_END`` (a parent without a lease row is done: see docs/leases.md), so records of
   one key are handled in stream order across splits.
-* PROCESSING: pages are handled in order, one record at a time; after each page the
-  checkpoint moves to the last record done. Before a failing record is retried, the
-  records before it are checkpointed so a restart does not redo them.
+* PROCESSING: pages are read in order and fed to the :class:`ShardPipeline` (route lanes,
+  per-key order); a checkpoint loop writes the end of the finished prefix every
+  ``processing.checkpoint_interval_seconds``, and at once when a record starts failing,
+  so a restart does not redo what was finished before it.
 * SHARD_END: the lease records ``SHARD_END`` and the child shard ids, and is given up.
 """
 
@@ -20,18 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import enum
+from datetime import datetime
 from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 import structlog
 
 from worker.checkpoint.checkpointer import Checkpointer
-from worker.config import Config
+from worker.config import Config, StreamSettings
 from worker.errors import LeaseLostError
 from worker.leases.model import Lease
 from worker.leases.table import LeaseTable
 from worker.observability import metrics
-from worker.processing.processor import RecordProcessor
+from worker.processing.pipeline import ShardPipeline
 from worker.records import StreamRecord
 from worker.retrieval.reader import TRIM_HORIZON, ShardReader, StartPosition
 from worker.retry import call_aws
@@ -71,6 +73,9 @@ class ShardTopology:
     children_of: Callable[[str, str], Awaitable[list[str]]]  # (stream_arn, shard_id)
 
 
+PipelineFactory = Callable[[Lease, Callable[[], None]], ShardPipeline]
+
+
 class ShardConsumer:
     def __init__(
         self,
@@ -78,21 +83,22 @@ class ShardConsumer:
         *,
         streams_client: object,
         lease_table: LeaseTable,
-        processor: RecordProcessor,
+        make_pipeline: PipelineFactory,
         topology: ShardTopology,
         config: Config,
-        starting_position: str,
+        stream: StreamSettings,
     ) -> None:
         self.lease = lease
         self.state = ConsumerState.INITIALIZING
         self._streams = streams_client
         self._leases = lease_table
-        self._processor = processor
+        self._make_pipeline = make_pipeline
         self._topology = topology
         self._config = config
-        self._starting_position = starting_position
+        self._stream = stream
         self._checkpointer = Checkpointer(lease_table, lease, lease.table)
-        self._done: str | None = None  # last sequence number every route finished
+        self._pipeline: ShardPipeline | None = None
+        self._checkpoint_now = asyncio.Event()
         self.reader: ShardReader | None = None
         self._log = log.bind(stream=lease.table, shard=lease.shard_id)
 
@@ -103,12 +109,23 @@ class ShardConsumer:
         self.state = new
 
     def _start_position(self) -> StartPosition:
-        if self.lease.checkpoint and not self.lease.finished:
-            return StartPosition.after(self.lease.checkpoint)
+        checkpoint = self.lease.checkpoint
+        if checkpoint in ("TRIM_HORIZON", "LATEST"):  # set by reset-checkpoint
+            return StartPosition(checkpoint)
+        if checkpoint and not self.lease.finished:
+            return StartPosition.after(checkpoint)
         if self.lease.parent_shard_ids:
             # A child continues where its parents ended: from its own beginning.
             return TRIM_HORIZON
-        return StartPosition(self._starting_position)
+        if self._stream.starting_position == "AT_TIMESTAMP":
+            return TRIM_HORIZON  # emulated: records older than the timestamp are skipped
+        return StartPosition(self._stream.starting_position)
+
+    def _skip_before(self) -> datetime | None:
+        """AT_TIMESTAMP applies only to a shard that has never been checkpointed."""
+        if self.lease.checkpoint or self._stream.starting_position != "AT_TIMESTAMP":
+            return None
+        return self._stream.starting_timestamp
 
     async def run(self, stop: asyncio.Event) -> ConsumerState:
         """Consume until shard end, lease loss or ``stop``; always leaves a final state."""
@@ -162,7 +179,21 @@ class ShardConsumer:
         return not stop.is_set()
 
     async def _save_progress(self) -> None:
-        await self._checkpointer.checkpoint(self._done)
+        if self._pipeline is not None:
+            await self._checkpointer.checkpoint(self._pipeline.tracker.finished_up_to)
+
+    def _request_checkpoint(self) -> None:
+        self._checkpoint_now.set()
+
+    async def _checkpoint_loop(self) -> None:
+        interval = self._config.processing.checkpoint_interval_seconds
+        while True:
+            try:
+                await asyncio.wait_for(self._checkpoint_now.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+            self._checkpoint_now.clear()
+            await self._save_progress()
 
     async def _process(self, stop: asyncio.Event) -> None:
         self.reader = ShardReader(
@@ -173,32 +204,62 @@ class ShardConsumer:
             start=self._start_position(),
             config=self._config.reader,
         )
+        self._pipeline = self._make_pipeline(self.lease, self._request_checkpoint)
         self._log.info("start shard", position=str(self.reader.position))
-        while True:
+        checkpointing = asyncio.create_task(self._checkpoint_loop(), name=f"checkpoint:{self.lease.shard_id}")
+        try:
+            shard_end = await self._feed(stop, checkpointing)
+            await self._wait(self._pipeline.drain(), checkpointing)
+        finally:
+            checkpointing.cancel()
+            await asyncio.gather(checkpointing, return_exceptions=True)
+            await self._pipeline.close()
+        await self._save_progress()
+        if shard_end:
+            children = await self._topology.children_of(self.lease.stream_arn, self.lease.shard_id)
+            await self._checkpointer.finish(children)
+            metrics.lease_events.labels("finished").inc()
+            self._log.info("finish shard", children=children)
+            self._transition(ConsumerState.SHARD_END)
+        else:
+            self._transition(ConsumerState.SHUT_DOWN)
+
+    async def _wait(self, work: Awaitable[object], checkpointing: asyncio.Task[None]) -> None:
+        """Await ``work``; if the checkpoint loop dies first (lease lost), raise its error."""
+        task = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({task, checkpointing}, return_when=asyncio.FIRST_COMPLETED)
+        if checkpointing in done and task not in done:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            checkpointing.result()  # raises LeaseLostError or the write's error
+            raise RuntimeError("checkpoint loop ended unexpectedly")
+        task.result()
+
+    async def _feed(self, stop: asyncio.Event, checkpointing: asyncio.Task[None]) -> bool:
+        """Read pages into the pipeline until shard end (True) or stop (False)."""
+        assert self.reader is not None and self._pipeline is not None
+        pipeline = self._pipeline
+        skip_before = self._skip_before()
+        while not stop.is_set():
+            await self._wait(pipeline.wait_for_capacity(), checkpointing)
             page = await self.reader.next_page(stop)
-            if page is None:  # stop asked while idle
-                await self._save_progress()
-                self._transition(ConsumerState.SHUT_DOWN)
-                return
+            if page is None:
+                return False
             if page.records:
                 metrics.batch_size.labels(self.lease.table).observe(len(page.records))
             for raw in page.records:
                 record = StreamRecord(
                     raw, table=self.lease.table, stream_arn=self.lease.stream_arn, shard_id=self.lease.shard_id
                 )
-                await self._processor.process(record, on_retry=self._save_progress)
-                self._done = record.sequence_number
-            await self._save_progress()
+                if skip_before is not None:
+                    created = record.approximate_creation_time
+                    if created is not None and created < skip_before:
+                        pipeline.skip(record)
+                        continue
+                    skip_before = None  # stream order: everything after is newer
+                pipeline.submit(record)
+            if checkpointing.done():
+                checkpointing.result()
             if page.shard_end:
-                children = await self._topology.children_of(self.lease.stream_arn, self.lease.shard_id)
-                await self._checkpointer.finish(children)
-                metrics.lease_events.labels("finished").inc()
-                self._log.info("finish shard", children=children)
-                self._transition(ConsumerState.SHARD_END)
-                return
-            if stop.is_set():
-                self._transition(ConsumerState.SHUT_DOWN)
-                return
-
-
-ConsumerFactory = Callable[[Lease], Awaitable[ShardConsumer]]
+                return True
+        return False

@@ -25,6 +25,14 @@ records_handled = Counter(
 records_unrouted = Counter(
     f"{NS}_records_filtered_total", "Records that matched no route (acknowledged)", ["stream"]
 )
+records_dead_lettered = Counter(
+    f"{NS}_records_dead_lettered_total",
+    "Records parked in a dead-letter destination",
+    ["stream", "route", "error_class"],
+)
+dead_letter_failures = Counter(
+    f"{NS}_dead_letter_failures_total", "Dead-letter writes that failed (retried; the checkpoint holds)", ["route"]
+)
 handler_retries = Counter(f"{NS}_handler_retries_total", "Handler attempts that failed and were retried", ["route"])
 handler_duration = Histogram(
     f"{NS}_handler_duration_seconds",

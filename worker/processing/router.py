@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
 
-from worker.config import Config, RouteConfig
+from worker.config import Config, ProcessingConfig, RetryConfig, RouteConfig
+from worker.deadletter.config import DeadLetterConfig
 from worker.errors import ConfigError
 from worker.processing.context import Handler
+from worker.processing.filters import compile_filters
 from worker.processing.registry import HandlerImportError, load_handler
 from worker.records import StreamRecord
 
@@ -48,13 +50,23 @@ def _matches(image: dict[str, Any] | None, conditions: dict[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class Route:
+    """A resolved route: matching rules, the handler, and its delivery settings."""
+
     name: str
     table: str
     events: frozenset[str]
     new_image: dict[str, Any]
     old_image: dict[str, Any]
-    handler: Handler
+    handler: Any  # Handler or BatchHandler, see ``is_batch``
     options: dict[str, Any]
+    is_batch: bool = False
+    filters: Callable[[Mapping[str, Any]], bool] | None = None
+    batch_size: int = 1
+    batching_window_seconds: float = 0.0
+    parallelization_factor: int = 1
+    timeout_seconds: float | None = None
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    dead_letter: DeadLetterConfig | None = None
 
     @property
     def needs_new_image(self) -> bool:
@@ -71,10 +83,13 @@ class Route:
             return False
         if self.old_image and not _matches(record.old_image, self.old_image):
             return False
+        if self.filters is not None and not self.filters(record.raw):
+            return False
         return True
 
 
-def build_route(config: RouteConfig, handler: Handler) -> Route:
+def build_route(config: RouteConfig, handler: Any, defaults: ProcessingConfig | None = None) -> Route:
+    defaults = defaults or ProcessingConfig()
     return Route(
         name=config.name,
         table=config.table,
@@ -83,6 +98,14 @@ def build_route(config: RouteConfig, handler: Handler) -> Route:
         old_image=dict(config.when.old_image),
         handler=handler,
         options=dict(config.options),
+        is_batch=config.batch_handler is not None,
+        filters=compile_filters(config.filters, f"routes[{config.name}].filters"),
+        batch_size=config.batch_size if config.batch_handler is not None else 1,
+        batching_window_seconds=config.batching_window_seconds,
+        parallelization_factor=config.parallelization_factor,
+        timeout_seconds=config.timeout_seconds,
+        retry=config.retry or defaults.retry,
+        dead_letter=config.dead_letter or defaults.dead_letter,
     )
 
 
@@ -100,7 +123,9 @@ class Router:
         routes: list[Route] = []
         for index, route_config in enumerate(config.routes):
             try:
-                routes.append(build_route(route_config, load_handler(route_config.handler)))
+                routes.append(
+                    build_route(route_config, load_handler(route_config.import_string), config.processing)
+                )
             except HandlerImportError as exc:
                 problems.append((f"routes[{index}].handler", str(exc)))
         if problems:

@@ -35,6 +35,14 @@ class StreamInfo:
     table_name: str  # physical name
     stream_arn: str
     view_type: str
+    hash_key: str | None = None  # the partition key attribute: lanes keep its order
+
+
+def _hash_key(key_schema: list[dict[str, str]] | None) -> str | None:
+    for element in key_schema or []:
+        if element.get("KeyType") == "HASH":
+            return element.get("AttributeName")
+    return None
 
 
 async def resolve_stream(
@@ -53,7 +61,8 @@ async def resolve_stream(
             raise
         view = str(description.get("StreamViewType", ""))
         _check_view(logical, table_name, view, needs)
-        return StreamInfo(table=logical, table_name=table_name, stream_arn=stream_arn, view_type=view)
+        return StreamInfo(table=logical, table_name=table_name, stream_arn=stream_arn, view_type=view,
+                          hash_key=_hash_key(description.get("KeySchema")))
     try:
         description = (await call_aws("DescribeTable", client.describe_table, TableName=table_name))["Table"]
     except ClientError as exc:
@@ -69,7 +78,8 @@ async def resolve_stream(
         )
     view = str(spec.get("StreamViewType", ""))
     _check_view(logical, table_name, view, needs)
-    return StreamInfo(table=logical, table_name=table_name, stream_arn=str(arn), view_type=view)
+    return StreamInfo(table=logical, table_name=table_name, stream_arn=str(arn), view_type=view,
+                      hash_key=_hash_key(description.get("KeySchema")))
 
 
 def _check_view(logical: str, table_name: str, view: str, needs: set[str]) -> None:

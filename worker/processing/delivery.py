@@ -1,0 +1,299 @@
+"""RouteDelivery: gets records through one route's handler, or parks them.
+
+Per-record handlers see one record at a time. Batch handlers see up to ``batch_size``
+records and may report which of them failed (``BatchResult`` or an iterable of records or
+sequence numbers); only those are retried, the others count as done.
+
+Failure policy, per route (``RetryConfig``):
+
+* a failed call is retried after exponential back-off with jitter (tenacity's strategy);
+* a batch whose handler *raised* is bisected first (when ``bisect_batch_on_error``): the
+  halves are retried at once, in order, without counting an attempt, until the failing
+  record is alone, so one poison record cannot take its neighbours down with it;
+* ``PermanentError`` skips the remaining attempts; ``max_attempts`` (calls) and
+  ``max_record_age_seconds`` bound the rest. A record past a bound is written to the
+  route's dead-letter destination with everything needed to replay it. Without a
+  destination the bounds cannot be set (config check) and a record is retried until it
+  succeeds: nothing is ever dropped.
+* A dead-letter write that fails is retried until it succeeds; meanwhile the record
+  stays unfinished, so the checkpoint cannot pass it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from types import SimpleNamespace
+from typing import Any, Awaitable, Callable, Iterable, Protocol
+
+import structlog
+from tenacity import wait_exponential_jitter
+
+from worker.deadletter import DeadLetter, DeadLetterDestination
+from worker.errors import PermanentError, RetryableError
+from worker.observability import metrics
+from worker.processing.context import HandlerContext, TableProvider
+from worker.processing.router import Route
+from worker.publishing.base import Publisher
+from worker.records import StreamRecord
+
+log = structlog.get_logger(__name__)
+
+
+class ProcessingObserver(Protocol):
+    """Told about every handler outcome (demo trace, tests). Must not raise or block.
+    ``outcome`` is ``ok``, ``error`` or ``dead_lettered``."""
+
+    def __call__(self, record: StreamRecord, route: str, outcome: str, started: float, ended: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What a batch handler may return: the records (or sequence numbers) that failed."""
+
+    failed: tuple[StreamRecord | str, ...] = ()
+
+
+class ReportedFailure(RetryableError):
+    """The batch handler reported the record as failed without raising."""
+
+
+class RecordTooOld(PermanentError):
+    """The record is older than the route's ``max_record_age_seconds``."""
+
+
+@dataclass
+class DeliveryServices:
+    """What every route of a worker shares."""
+
+    publisher: Publisher
+    tables: TableProvider
+    config: Any
+    worker_id: str
+    observers: list[ProcessingObserver]
+
+
+class RouteDelivery:
+    def __init__(
+        self,
+        route: Route,
+        services: DeliveryServices,
+        dead_letters: DeadLetterDestination | None,
+        *,
+        on_finished: Callable[[StreamRecord], None],
+        on_failure: Callable[[], None] = lambda: None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.route = route
+        self._services = services
+        self._dead_letters = dead_letters
+        self._on_finished = on_finished
+        self._on_failure = on_failure
+        self._sleep = sleep
+        retry = route.retry
+        self._wait = wait_exponential_jitter(
+            multiplier=retry.initial_backoff_seconds,
+            max=retry.max_backoff_seconds,
+            jitter=retry.initial_backoff_seconds,
+        )
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _backoff(self, attempts: int) -> float:
+        return float(self._wait(SimpleNamespace(attempt_number=max(attempts, 1))))  # type: ignore[arg-type]
+
+    def _too_old(self, record: StreamRecord) -> bool:
+        limit = self.route.retry.max_record_age_seconds
+        created = record.approximate_creation_time
+        if limit < 0 or created is None or self._dead_letters is None:
+            return False
+        return (datetime.now(timezone.utc) - created).total_seconds() > limit
+
+    def _out_of_attempts(self, attempts: int) -> bool:
+        limit = self.route.retry.max_attempts
+        return self._dead_letters is not None and limit != -1 and attempts >= limit
+
+    def _parks_permanent(self, error: BaseException) -> bool:
+        return self._dead_letters is not None and isinstance(error, PermanentError)
+
+    def _context(self, record: StreamRecord | None) -> HandlerContext:
+        bound = log.bind(route=self.route.name, stream=self.route.table)
+        if record is not None:
+            bound = bound.bind(shard=record.shard_id, seq=record.sequence_number)
+        return HandlerContext(
+            route=self.route.name,
+            options=self.route.options,
+            publisher=self._services.publisher,
+            config=self._services.config,
+            log=bound,
+            _tables=self._services.tables,
+        )
+
+    def _observe(self, records: Iterable[StreamRecord], outcome: str, started: float, ended: float) -> None:
+        for record in records:
+            for observer in self._services.observers:
+                observer(record, self.route.name, outcome, started, ended)
+
+    def _finish(self, record: StreamRecord) -> None:
+        self._on_finished(record)
+
+    async def _invoke(self, call: Awaitable[Any], records: list[StreamRecord]) -> Any:
+        route = self.route
+        started = time.monotonic()
+        try:
+            if route.timeout_seconds is None:
+                result = await call
+            else:
+                async with asyncio.timeout(route.timeout_seconds):
+                    result = await call
+        except TimeoutError:
+            self._record(records, "error", started)
+            raise RetryableError(f"handler timed out after {route.timeout_seconds} s") from None
+        except Exception:
+            self._record(records, "error", started)
+            raise
+        return result, started
+
+    def _record(self, records: list[StreamRecord], outcome: str, started: float) -> None:
+        ended = time.monotonic()
+        metrics.records_handled.labels(self.route.table, self.route.name, outcome).inc(len(records))
+        metrics.handler_duration.labels(self.route.name).observe(ended - started)
+        self._observe(records, outcome, started, ended)
+
+    # -- per record ----------------------------------------------------------------------
+
+    async def deliver(self, records: list[StreamRecord]) -> None:
+        """Return once every record is handled or parked (in order within the call)."""
+        if self.route.is_batch:
+            await self._deliver_batch(records)
+        else:
+            for record in records:
+                await self._deliver_one(record)
+
+    async def _deliver_one(self, record: StreamRecord) -> None:
+        attempts = 0
+        first_failure: datetime | None = None
+        while True:
+            if self._too_old(record):
+                await self._park(record, RecordTooOld("older than max_record_age_seconds"), "record_too_old",
+                                 attempts, first_failure)
+                return
+            attempts += 1
+            try:
+                _, started = await self._invoke(self.route.handler(record, self._context(record)), [record])
+            except Exception as exc:  # noqa: BLE001 - the policy below decides
+                first_failure = first_failure or datetime.now(timezone.utc)
+                if await self._after_failure([record], exc, attempts, {record.sequence_number: first_failure}):
+                    return
+                continue
+            self._record([record], "ok", started)
+            self._finish(record)
+            return
+
+    async def _after_failure(
+        self, records: list[StreamRecord], error: BaseException, attempts: int, first: dict[str, datetime]
+    ) -> bool:
+        """Park or back off after a failed call. True when the records were parked."""
+        self._on_failure()
+        if self._parks_permanent(error) or self._out_of_attempts(attempts):
+            error_class = "permanent" if isinstance(error, PermanentError) else "exhausted"
+            for record in records:
+                await self._park(record, error, error_class, attempts, first.get(record.sequence_number))
+            return True
+        delay = self._backoff(attempts)
+        metrics.handler_retries.labels(self.route.name).inc(len(records))
+        level = "error" if isinstance(error, PermanentError) else "warning"
+        getattr(log, level)(
+            "retry failed handler", route=self.route.name, stream=self.route.table,
+            shard=records[0].shard_id, seq=records[0].sequence_number, records=len(records),
+            attempt=attempts, delay=round(delay, 3), error=type(error).__name__, detail=str(error)[:300],
+        )
+        await self._sleep(delay)
+        return False
+
+    # -- batches -------------------------------------------------------------------------
+
+    async def _call_batch(self, part: list[StreamRecord]) -> tuple[list[StreamRecord], float]:
+        result, started = await self._invoke(self.route.handler(list(part), self._context(None)), part)
+        failed_ids: set[str] = set()
+        items = result.failed if isinstance(result, BatchResult) else (result or ())
+        for item in items:
+            failed_ids.add(item.sequence_number if isinstance(item, StreamRecord) else str(item))
+        return [r for r in part if r.sequence_number in failed_ids], started
+
+    async def _deliver_batch(self, batch: list[StreamRecord]) -> None:
+        attempts: dict[str, int] = {}
+        first: dict[str, datetime] = {}
+        queue: list[list[StreamRecord]] = [batch]
+        while queue:
+            part = queue.pop(0)
+            fresh = []
+            for record in part:
+                if self._too_old(record):
+                    await self._park(record, RecordTooOld("older than max_record_age_seconds"), "record_too_old",
+                                     attempts.get(record.sequence_number, 0), first.get(record.sequence_number))
+                else:
+                    fresh.append(record)
+            part = fresh
+            if not part:
+                continue
+            error: BaseException
+            try:
+                failed, started = await self._call_batch(part)
+                error = ReportedFailure("reported failed by the batch handler")
+            except Exception as exc:  # noqa: BLE001 - bisect or apply the policy below
+                if len(part) > 1 and self.route.retry.bisect_batch_on_error:
+                    middle = len(part) // 2
+                    queue[0:0] = [part[:middle], part[middle:]]
+                    self._on_failure()
+                    continue
+                failed, error, started = part, exc, time.monotonic()
+            done = [r for r in part if r not in failed]
+            if done:
+                self._record(done, "ok", started)
+                for record in done:
+                    self._finish(record)
+            if not failed:
+                continue
+            if isinstance(error, ReportedFailure):
+                self._record(failed, "error", started)
+            now = datetime.now(timezone.utc)
+            for record in failed:
+                attempts[record.sequence_number] = attempts.get(record.sequence_number, 0) + 1
+                first.setdefault(record.sequence_number, now)
+            count = max(attempts[r.sequence_number] for r in failed)
+            if await self._after_failure(failed, error, count, first):
+                continue
+            queue.insert(0, failed)
+
+    # -- parking -------------------------------------------------------------------------
+
+    async def _park(
+        self, record: StreamRecord, error: BaseException, error_class: str, attempts: int,
+        first_failure: datetime | None,
+    ) -> None:
+        assert self._dead_letters is not None
+        message = DeadLetter.from_failure(
+            record, self.route.name, error, error_class, attempts,
+            first_failure or datetime.now(timezone.utc), self._services.worker_id,
+        )
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                await self._dead_letters.send(message)
+                break
+            except Exception as exc:  # noqa: BLE001 - keep the record unfinished and try again
+                metrics.dead_letter_failures.labels(self.route.name).inc()
+                log.error("retry failed dead-letter write", route=self.route.name, seq=record.sequence_number,
+                          attempt=tries, error=type(exc).__name__, detail=str(exc)[:300])
+                await self._sleep(self._backoff(tries))
+        metrics.records_dead_lettered.labels(self.route.table, self.route.name, error_class).inc()
+        log.warning("park record in dead-letter destination", route=self.route.name, stream=self.route.table,
+                    shard=record.shard_id, seq=record.sequence_number, error_class=error_class,
+                    attempts=attempts, error=type(error).__name__, detail=str(error)[:300])
+        now = time.monotonic()
+        self._observe([record], "dead_lettered", now, now)
+        self._finish(record)
