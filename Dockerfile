@@ -24,7 +24,7 @@ USER 10001:10001
 EXPOSE 9400
 # Exec form: the worker is PID 1 and installs its own SIGTERM handler (graceful stop).
 STOPSIGNAL SIGTERM
-HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
-  CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9400/healthz', timeout=2).status == 200 else 1)"]
+HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["stream-worker", "healthcheck"]
 ENTRYPOINT ["stream-worker"]
 CMD ["run"]

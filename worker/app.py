@@ -141,6 +141,7 @@ class App:
         self._spawn("heartbeat", self.coordinator.run_heartbeats)
         self._spawn("discovery", self._run_discovery)
         self._spawn("taker", self.coordinator.run_taker)
+        self._spawn("gauges", self._run_gauges)
         if self._metrics_port:
             self.health = HealthServer(
                 config.observability.metrics.host, self._metrics_port, alive=self.alive, ready=self.ready
@@ -220,6 +221,25 @@ class App:
             except TimeoutError:
                 if self.coordinator is not None and self.coordinator.is_leader:
                     await self._discover_all()
+
+    async def _run_gauges(self, stop: asyncio.Event) -> None:
+        """Per stream, the longest time any held shard has not reached the tip: a lag signal
+        that stays meaningful when ApproximateCreationDateTime is coarse."""
+        while not stop.is_set():
+            now = time.monotonic()
+            behind: dict[str, float] = {info.table: 0.0 for info in self.streams.values()}
+            for running in list(self._consumers.values()):
+                reader = running.consumer.reader
+                if reader is not None and running.consumer.state is ConsumerState.PROCESSING:
+                    table = running.consumer.lease.table
+                    behind[table] = max(behind.get(table, 0.0), now - reader.last_tip_at)
+            for table, seconds in behind.items():
+                metrics.seconds_since_tip.labels(table).set(seconds)
+            self.ready()
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=2.0)
+            except TimeoutError:
+                pass
 
     async def _client(self, name: str) -> Any:
         assert self.clients is not None

@@ -65,7 +65,9 @@ async def collect_status(config: Config) -> dict[str, Any]:
                                  config.leases.table)
         workers = await lease_table.list_workers()
         # A worker row updated within the lease duration counts as live for this snapshot.
-        live = {w.worker_id for w in workers if (_age(w.updated_at) or 1e9) < config.leases.duration_seconds}
+        # (An age of 0.0, a heartbeat this very moment, is live: compare to None, not falsiness.)
+        ages = {w.worker_id: _age(w.updated_at) for w in workers}
+        live = {wid for wid, age in ages.items() if age is not None and age < config.leases.duration_seconds}
         shards: list[ShardStatus] = []
         for info in await _streams(config, clients):
             graph = await describe_shards(await clients.client("dynamodbstreams"), info.stream_arn)

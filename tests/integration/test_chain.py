@@ -54,10 +54,10 @@ async def test_chain_for_many_orders(moto_url: str, prefix: str, aws: dict[str, 
     shipments = await scan_all(ddb, config.tables["shipments"].name)
     assert sorted(s["orderId"]["S"] for s in shipments) == sorted(order_ids)
 
-    # Each record reached each handler exactly once, in stream order per shard.
+    # Each record reached each handler exactly once (orders of different ids run in
+    # parallel lanes, so only per-key order is promised; each id has one record here).
     handled = recorder.ok("order-processing")
     assert sorted(c.key for c in handled) == sorted(order_ids)
-    assert [int(c.sequence_number) for c in handled] == sorted(int(c.sequence_number) for c in handled)
     assert sorted(c.key for c in recorder.ok("shipment-dispatch")) == sorted(order_ids)
 
     # The checkpoints reached the last record of each stream, and leases were released.

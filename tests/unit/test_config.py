@@ -41,7 +41,7 @@ def problems_of(data: Any, env: dict[str, str] | None = None) -> list[tuple[str,
 def test_repo_config_loads_with_an_empty_environment() -> None:
     config = load_config(REPO_CONFIG, env={})
 
-    assert sorted(config.tables) == ["events", "orders", "shipments"]
+    assert sorted(config.tables) == ["dead_letters", "events", "orders", "shipments"]
     assert config.tables["orders"].name == "orders"
     assert config.tables["orders"].key == "orderId"
     assert [r.name for r in config.routes] == ["order-processing", "shipment-dispatch"]

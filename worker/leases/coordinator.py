@@ -126,8 +126,10 @@ class LeaseCoordinator:
         while not stop.is_set():
             await self.heartbeat_once()
             self._fence_if_stale()
-            left = self._until_fence()  # wake up at the deadline at the latest, to fence on time
-            wait = self._config.heartbeat_interval if left is None else min(self._config.heartbeat_interval, left)
+            wait = self._config.heartbeat_interval
+            left = self._until_fence()
+            if left is not None:
+                wait = min(wait, left)  # wake up at the deadline at the latest, to fence on time
             try:
                 await asyncio.wait_for(stop.wait(), timeout=wait)
             except TimeoutError:

@@ -160,6 +160,11 @@ class RouteDelivery:
         ended = time.monotonic()
         metrics.records_handled.labels(self.route.table, self.route.name, outcome).inc(len(records))
         metrics.handler_duration.labels(self.route.name).observe(ended - started)
+        if outcome == "ok":
+            created = records[-1].approximate_creation_time
+            if created is not None:
+                age = (datetime.now(timezone.utc) - created).total_seconds()
+                metrics.last_record_age.labels(self.route.table).set(max(age, 0.0))
         self._observe(records, outcome, started, ended)
 
     # -- per record ----------------------------------------------------------------------
