@@ -99,6 +99,8 @@ class App:
 
     async def start(self) -> None:
         config = self.config
+        # Every log line of this worker (and the tasks it starts) names the worker.
+        structlog.contextvars.bind_contextvars(worker_id=self.worker_id)
         router = Router.from_config(config)  # handler import errors are config errors
         self.clients = AwsClients(config.aws)
         ddb = await self.clients.client("dynamodb")

@@ -20,7 +20,8 @@ async def call_aws(operation: str, fn: Callable[..., Awaitable[T]], /, *args: An
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
-        metrics.aws_retries.labels(operation).inc()
+        code = (error_code(exc) or type(exc).__name__) if exc else "unknown"
+        metrics.aws_retries.labels(operation, code).inc()
         log.warning(
             "retry aws call",
             operation=operation,

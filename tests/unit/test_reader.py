@@ -233,7 +233,7 @@ async def test_throttling_and_server_errors_on_get_records_are_retried(code: str
     client = FakeStreamsClient()
     client.add_shard(SHARD, records=records(1, 2, 3), closed=True)
     client.fail_next("GetRecords", code, status=status, times=3)
-    before = metric("stream_worker_aws_retries_total", {"operation": "GetRecords"})
+    before = metric("stream_worker_aws_retries_total", {"operation": "GetRecords", "code": code})
     reader = make_reader(client)
 
     page = await reader.read_page()
@@ -242,7 +242,7 @@ async def test_throttling_and_server_errors_on_get_records_are_retried(code: str
     assert page.shard_end is True
     assert len(client.calls_of("GetRecords")) == 4
     assert len(client.calls_of("GetShardIterator")) == 1  # same iterator reused
-    assert metric("stream_worker_aws_retries_total", {"operation": "GetRecords"}) == before + 3
+    assert metric("stream_worker_aws_retries_total", {"operation": "GetRecords", "code": code}) == before + 3
 
 
 @pytest.mark.parametrize(("code", "status"), [("LimitExceededException", 400), ("InternalServerError", 500)])

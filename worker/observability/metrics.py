@@ -56,7 +56,11 @@ get_records_latency = Histogram(
 )
 iterators_expired = Counter(f"{NS}_iterator_expired_total", "Shard iterators renewed after expiry", ["stream"])
 trimmed_data = Counter(f"{NS}_trimmed_data_total", "TrimmedDataAccessException events", ["stream"])
-aws_retries = Counter(f"{NS}_aws_retries_total", "AWS calls retried after throttling or 5xx", ["operation"])
+aws_retries = Counter(
+    f"{NS}_aws_retries_total",
+    "AWS calls retried after throttling, 5xx or connection errors (GetRecords + LimitExceededException = throttled reads)",
+    ["operation", "code"],
+)
 
 last_record_age = Gauge(
     f"{NS}_last_handled_record_age_seconds",
