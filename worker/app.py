@@ -92,7 +92,8 @@ class App:
         self._dead_letters: dict[str, DeadLetterDestination | None] = {}
         self.health: HealthServer | None = None
         self._started = False
-        self._crashed: set[str] = set()
+        self._crashed_at: dict[str, float] = {}  # loop -> monotonic time of its last crash
+        self._stopped_shards: set[str] = set()  # shards held stopped by the trimmed-data policy
         self._log = log.bind(worker=self.worker_id)
 
     # -- start -------------------------------------------------------------------------
@@ -153,11 +154,18 @@ class App:
         self._started = True
         self._log.info("start worker", streams=sorted(info.table for info in self.streams.values()))
 
+    # A loop that crashed is restarted; it counts against readiness for this long after.
+    CRASH_GRACE_SECONDS = 30.0
+
     def alive(self) -> bool:
-        return not self._crashed
+        """Liveness: the event loop answers (this runs on it). Crashed loops are restarted by
+        the supervisor, so they do not make the process dead; they make it not ready."""
+        return True
 
     def ready(self) -> bool:
-        ok = self._started and not self._stopping and not self._crashed
+        now = time.monotonic()
+        recent_crash = any(now - at < self.CRASH_GRACE_SECONDS for at in self._crashed_at.values())
+        ok = self._started and not self._stopping and not recent_crash and not self._stopped_shards
         ok = ok and self.coordinator is not None and self.coordinator.renewing
         metrics.ready.set(1 if ok else 0)
         return ok
@@ -178,15 +186,13 @@ class App:
                 raise
             except Exception:
                 metrics.loop_crashes.labels(name).inc()
-                self._crashed.add(name)
+                self._crashed_at[name] = time.monotonic()
                 self._log.exception("restart crashed loop", loop=name, delay=delay)
                 try:
                     await asyncio.wait_for(self._stop.wait(), timeout=delay)
                 except TimeoutError:
                     pass
                 delay = min(delay * 2, 30.0)
-            else:
-                self._crashed.discard(name)
 
     async def _resolve(self, logical: str, streams_client: Any) -> StreamInfo:
         table = self.config.tables[logical]
@@ -211,7 +217,6 @@ class App:
             created += await sync_leases(self.lease_table, current, graph, position)
         if created and self.coordinator is not None:
             self.coordinator.request_scan()
-        self._crashed.discard("discovery")
 
     async def _run_discovery(self, stop: asyncio.Event) -> None:
         """Only the leader describes streams periodically, so N workers cost what one does."""
@@ -328,7 +333,7 @@ class App:
         if isinstance(exc, TrimmedDataError):
             # Policy "stop_shard": keep the lease so nobody else reads past the gap.
             self._log.error("hold stopped shard", shard=lease.shard_id, error=str(exc))
-            self._crashed.add(f"shard:{lease.shard_id}")
+            self._stopped_shards.add(f"{lease.table}:{lease.shard_id}")
             return
         metrics.loop_crashes.labels("consumer").inc()
         self._log.error("restart crashed consumer", shard=lease.shard_id, error=repr(exc), exc_info=exc)
