@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
 import structlog
+from botocore.exceptions import ClientError
 
-from worker.aws import AwsClients
+from worker.aws import AwsClients, error_code
 from worker.config import Config
 from worker.deadletter import DeadLetterDestination, build_dead_letters
-from worker.errors import SetupError, TrimmedDataError
+from worker.errors import SetupError, StartupError, TrimmedDataError
 from worker.leases.coordinator import LeaseCoordinator
 from worker.leases.model import Lease
 from worker.leases.table import LeaseTable
@@ -99,11 +100,35 @@ class App:
     # -- start -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        config = self.config
+        """Connect and set up within ``worker.startup_timeout_seconds``, then start the loops.
+
+        Raises ConfigError/SetupError (exit 2) for config or tables that do not fit, and
+        StartupError (exit 1) when AWS cannot be reached in time or refuses a call.
+        """
         # Every log line of this worker (and the tasks it starts) names the worker.
         structlog.contextvars.bind_contextvars(worker_id=self.worker_id)
-        router = Router.from_config(config)  # handler import errors are config errors
-        self.clients = AwsClients(config.aws)
+        router = Router.from_config(self.config)  # handler import errors are config errors
+        self.clients = AwsClients(self.config.aws)
+        timeout = self.config.worker.startup_timeout_seconds
+        try:
+            async with asyncio.timeout(timeout):
+                await self._connect(router)
+        except TimeoutError:
+            raise StartupError(
+                f"start-up did not finish within {timeout:g} s: the AWS endpoint "
+                f"({self.clients.endpoint_url or 'the default for ' + self.clients.region}) is unreachable "
+                "or throttling; see the 'retry aws call' warnings"
+            ) from None
+        except ClientError as exc:
+            raise StartupError(
+                f"AWS refused a start-up call: {error_code(exc)}: {exc.response.get('Error', {}).get('Message', '')}"
+                " (check the credentials and the IAM policy, deploy/iam/worker-policy.json)"
+            ) from None
+        await self._start_loops()
+
+    async def _connect(self, router: Router) -> None:
+        config = self.config
+        assert self.clients is not None
         ddb = await self.clients.client("dynamodb")
         streams_client = await self.clients.client("dynamodbstreams")
         self.lease_table = LeaseTable(ddb, await self.clients.dynamodb_resource(), config.leases.table)
@@ -141,6 +166,10 @@ class App:
         # First heartbeat and discovery before any lease is taken.
         await self.coordinator.heartbeat_once()
         await self._discover_all()
+
+    async def _start_loops(self) -> None:
+        config = self.config
+        assert self.coordinator is not None
         self._spawn("heartbeat", self.coordinator.run_heartbeats)
         self._spawn("discovery", self._run_discovery)
         self._spawn("taker", self.coordinator.run_taker)

@@ -19,7 +19,7 @@ import structlog
 
 from worker import __version__
 from worker.config import Config, load_config
-from worker.errors import ConfigError, SetupError
+from worker.errors import ConfigError, SetupError, StartupError
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 DEFAULT_CONFIG = os.environ.get("STREAM_WORKER_CONFIG", "config/worker.yaml")
@@ -73,6 +73,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except SetupError as exc:
         print(f"setup error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except StartupError as exc:
+        print(f"start-up failed: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -90,6 +90,7 @@ class TableConfig(_Section):
 class WorkerSettings(_Section):
     id: str | None = Field(None, description="stable worker id; default host-pid-random")
     shutdown_timeout_seconds: float = Field(25.0, gt=0, le=3600)
+    startup_timeout_seconds: float = Field(60.0, gt=0, le=3600)
 
     def resolved_id(self) -> str:
         if self.id:

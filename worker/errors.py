@@ -30,6 +30,10 @@ class SetupError(StreamWorkerError):
     """The environment does not fit the config (table missing, stream off, wrong view type)."""
 
 
+class StartupError(StreamWorkerError):
+    """Start-up could not complete: AWS unreachable, or a call refused (exit code 1)."""
+
+
 class RetryableError(StreamWorkerError):
     """A transient failure: the same call may succeed later."""
 

@@ -16,6 +16,7 @@ from worker.aws import error_code
 from worker.errors import LeaseLostError
 from worker.leases.model import SHARD_END, WORKER_PK, Lease, WorkerBeat, lease_pk
 from worker.observability import metrics
+from worker.retry import call_aws
 
 log = structlog.get_logger(__name__)
 
@@ -51,7 +52,7 @@ class LeaseTable:
 
     async def exists(self) -> bool:
         try:
-            await self._client.describe_table(TableName=self.name)
+            await call_aws("DescribeTable", self._client.describe_table, TableName=self.name)
             return True
         except ClientError as exc:
             if error_code(exc) == "ResourceNotFoundException":
