@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from types import SimpleNamespace
 from typing import Any, Awaitable, Callable, Iterable, Protocol
@@ -31,7 +31,7 @@ from typing import Any, Awaitable, Callable, Iterable, Protocol
 import structlog
 from tenacity import wait_exponential_jitter
 
-from worker.deadletter import DeadLetter, DeadLetterDestination
+from worker.deadletter import DeadLetter, DeadLetterDestination, DeadLetterTooLarge
 from worker.errors import PermanentError, RetryableError
 from worker.observability import metrics
 from worker.processing.context import HandlerContext, TableProvider
@@ -290,6 +290,14 @@ class RouteDelivery:
             try:
                 await self._dead_letters.send(message)
                 break
+            except DeadLetterTooLarge as exc:
+                # The destination can never take this letter whole. Park it without the
+                # item images (keys, position and error stay) and put the full letter in the
+                # error log, the one place left that takes it: nothing is dropped silently.
+                log.error("park letter without images: too large for the destination",
+                          route=self.route.name, seq=record.sequence_number, size=exc.size, limit=exc.limit,
+                          letter=message.to_json())
+                message = _without_images(message)
             except Exception as exc:  # noqa: BLE001 - keep the record unfinished and try again
                 metrics.dead_letter_failures.labels(self.route.name).inc()
                 log.error("retry failed dead-letter write", route=self.route.name, seq=record.sequence_number,
@@ -302,3 +310,10 @@ class RouteDelivery:
         now = time.monotonic()
         self._observe([record], "dead_lettered", now, now)
         self._finish(record)
+
+
+def _without_images(message: DeadLetter) -> DeadLetter:
+    record = dict(message.record)
+    record["dynamodb"] = {k: v for k, v in record.get("dynamodb", {}).items() if k not in ("NewImage", "OldImage")}
+    note = " [item images dropped: the letter exceeded the destination's size limit; full letter in the error log]"
+    return replace(message, record=record, error_message=message.error_message + note)
