@@ -36,6 +36,7 @@ from worker.processing.router import Route, Router
 from worker.processing.tracker import ProgressTracker
 from worker.publishing.base import Publisher
 from worker.publishing.factory import build_publisher
+from worker.retrieval.fast_decode import install_fast_get_records
 from worker.shards.discovery import StreamInfo, describe_shards, resolve_stream, sync_leases
 from worker.shards.lineage import ShardGraph
 
@@ -131,6 +132,8 @@ class App:
         assert self.clients is not None
         ddb = await self.clients.client("dynamodb")
         streams_client = await self.clients.client("dynamodbstreams")
+        if config.reader.fast_decode:
+            install_fast_get_records(streams_client)
         self.lease_table = LeaseTable(ddb, await self.clients.dynamodb_resource(), config.leases.table)
         if config.leases.create_table:
             await self.lease_table.create_if_missing()

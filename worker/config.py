@@ -127,6 +127,7 @@ class ReaderConfig(_Section):
     discovery_interval_seconds: float = Field(30.0, gt=0)
     on_trimmed_data: Literal["restart_at_trim_horizon", "stop_shard"] = "restart_at_trim_horizon"
     parent_poll_seconds: float = Field(1.0, gt=0)
+    fast_decode: bool = Field(True, description="decode GetRecords with json.loads, not the SDK's parser")
 
 
 class RetryConfig(_Section):

@@ -7,14 +7,25 @@ route looks at costs no decoding.
 
 from __future__ import annotations
 
+import base64
 import enum
 import json
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from boto3.dynamodb.types import TypeDeserializer
 
-_deserializer = TypeDeserializer()
+class _Deserializer(TypeDeserializer):
+    """The SDK's deserializer, also taking binary values as base64 text, as they arrive on
+    the wire (the fast GetRecords path and dead letters keep them that way)."""
+
+    def _deserialize_b(self, value: Any) -> Any:
+        if isinstance(value, str):
+            value = base64.b64decode(value)
+        return super()._deserialize_b(value)
+
+
+_deserializer = _Deserializer()
 
 
 class EventName(str, enum.Enum):
@@ -83,7 +94,7 @@ class StreamRecord:
         value = self._ddb.get("ApproximateCreationDateTime")
         if value is None or isinstance(value, datetime):
             return value
-        return datetime.fromtimestamp(float(value)).astimezone()
+        return datetime.fromtimestamp(float(value), tz=timezone.utc)
 
     @property
     def size_bytes(self) -> int:
