@@ -12,6 +12,7 @@ others resume at once, remove the worker row, close clients.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from dataclasses import dataclass
@@ -315,7 +316,7 @@ class App:
         stop = asyncio.Event()
         task = asyncio.create_task(consumer.run(stop), name=f"consumer:{lease.table}:{lease.shard_id}")
         self._consumers[lease.key] = _Running(consumer, task, stop)
-        task.add_done_callback(lambda t, key=lease.key: self._on_consumer_done(key, t))
+        task.add_done_callback(functools.partial(self._on_consumer_done, lease.key))
         metrics.leases_held.labels(lease.table).inc()
 
     def _make_pipeline(self, lease: Lease, on_failure: Callable[[], None]) -> ShardPipeline:

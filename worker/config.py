@@ -54,7 +54,7 @@ class AwsConfig(_Section):
 
     def resolved_endpoint(self, service: str | None = None) -> str | None:
         if service is not None and service in self.endpoints:
-            return self.endpoints[service]  # type: ignore[index]
+            return self.endpoints[service]
         return self.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
 
 

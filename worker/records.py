@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from boto3.dynamodb.types import TypeDeserializer
 
-class _Deserializer(TypeDeserializer):
+class _Deserializer(TypeDeserializer):  # type: ignore[misc]  # boto3 ships no type hints
     """The SDK's deserializer, also taking binary values as base64 text, as they arrive on
     the wire (the fast GetRecords path and dead letters keep them that way)."""
 

@@ -67,6 +67,8 @@ def decode(value: Any) -> Any:
     if TAG not in value:
         return {key: decode(item) for key, item in value.items()}
     tag, inner = value[TAG], value.get("v")
+    if inner is None:
+        raise ValueError(f"dead-letter value tag {tag!r} without a value")
     if tag == "dict":
         return {key: decode(item) for key, item in inner.items()}
     if tag == "bytes":

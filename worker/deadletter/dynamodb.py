@@ -73,7 +73,7 @@ def item_size(item: dict[str, Any]) -> int:
 def _is_conditional_failure(exc: ClientError) -> bool:
     # Not worker.aws.error_code: importing worker.aws here would close an import cycle
     # (worker.config imports this package).
-    return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+    return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
 
 
 class DynamoDbDeadLetters:

@@ -17,9 +17,13 @@ from worker.records import StreamRecord
 async def dispatch_shipment(record: StreamRecord, ctx: HandlerContext) -> None:
     event = record.new_image or {}
     payload = event.get("payload") or {}
-    order_id = payload.get("orderId")
-    if order_id is None or payload.get("action") != "SHIP":
-        raise PermanentError(f"event {event.get('eventId')!r} is not a shipment request: {sorted(payload)}")
+    # Bad data is permanent: a payload that is not a map, or an orderId that cannot be the
+    # shipments key (a non-empty string, as order-processing publishes it), would otherwise
+    # fail as AttributeError / ValidationException and be retried to no avail.
+    order_id = payload.get("orderId") if isinstance(payload, dict) else None
+    if not isinstance(order_id, str) or not order_id or payload.get("action") != "SHIP":
+        shape = sorted(payload) if isinstance(payload, dict) else f"a {type(payload).__name__} payload"
+        raise PermanentError(f"event {event.get('eventId')!r} is not a shipment request: {shape}")
     shipments = await ctx.table(ctx.options.get("shipments_table", "shipments"))
     try:
         await shipments.put_item(

@@ -150,17 +150,25 @@ class LeaseTable:
         if lease.owner is not None:
             values[":prev"] = lease.owner
         try:
-            await table.update_item(
+            response = await table.update_item(
                 Key={"pk": lease_pk(lease.stream_arn), "sk": lease.shard_id},
                 UpdateExpression="SET #owner = :me, leaseCounter = leaseCounter + :one, updatedAt = :now",
                 ConditionExpression=condition,
                 ExpressionAttributeNames={"#owner": "owner"},
                 ExpressionAttributeValues=values,
+                # The row as of the take: the previous owner may have checkpointed after
+                # ``lease`` was read (the counter does not change on checkpoints). Starting
+                # from the read copy would redo those records and write the checkpoint
+                # backwards; after the take, the previous owner's writes are fenced.
+                ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
             if _conditional_failed(exc):
                 return None
             raise
+        attributes = (response or {}).get("Attributes")
+        if attributes and "streamArn" in attributes:
+            return Lease.from_item(attributes)
         return lease.owned_by(worker_id, lease.counter + 1)
 
     async def _owner_write(

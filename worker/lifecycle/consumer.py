@@ -26,10 +26,12 @@ from dataclasses import dataclass
 from typing import Awaitable, Callable
 
 import structlog
+from botocore.exceptions import ClientError
 
+from worker.aws import error_code
 from worker.checkpoint.checkpointer import Checkpointer
 from worker.config import Config, StreamSettings
-from worker.errors import LeaseLostError
+from worker.errors import LeaseLostError, ShardGoneError, TrimmedDataError
 from worker.leases.model import Lease
 from worker.leases.table import LeaseTable
 from worker.observability import metrics
@@ -208,7 +210,12 @@ class ShardConsumer:
         self._log.info("start shard", position=str(self.reader.position))
         checkpointing = asyncio.create_task(self._checkpoint_loop(), name=f"checkpoint:{self.lease.shard_id}")
         try:
-            shard_end = await self._feed(stop, checkpointing)
+            try:
+                shard_end = await self._feed(stop, checkpointing)
+            except ShardGoneError:
+                if not await self._aged_out():
+                    raise
+                shard_end = True  # nothing left to read: finish, so that the children start
             await self._wait(self._pipeline.drain(), checkpointing)
         finally:
             checkpointing.cancel()
@@ -223,6 +230,30 @@ class ShardConsumer:
             self._transition(ConsumerState.SHARD_END)
         else:
             self._transition(ConsumerState.SHUT_DOWN)
+
+    async def _aged_out(self) -> bool:
+        """After ResourceNotFoundException: True if the stream is still there but no longer
+        lists this shard. It was closed and every record in it is past the retention window:
+        trimmed data, all of it. Restarting the consumer would fail the same way forever, and
+        the children would wait forever on this unfinished lease; so by the trimmed-data
+        policy the shard ends here (its children start) or is held stopped."""
+        from worker.shards.discovery import describe_shards
+
+        try:
+            graph = await describe_shards(self._streams, self.lease.stream_arn)
+        except ClientError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return False  # the whole stream is gone
+            raise
+        if self.lease.shard_id in graph:
+            return False
+        metrics.trimmed_data.labels(self.lease.table).inc()
+        position = str(self.reader.position) if self.reader is not None else None
+        if self._config.reader.on_trimmed_data == "stop_shard":
+            self._log.error("stop shard on trimmed data", position=position, reason="shard aged out of the stream")
+            raise TrimmedDataError(f"{self.lease.shard_id}: aged out of the stream (past retention) at {position}")
+        self._log.error("end shard that aged out of the stream after trimmed data", position=position)
+        return True
 
     async def _wait(self, work: Awaitable[object], checkpointing: asyncio.Task[None]) -> None:
         """Await ``work``; if the checkpoint loop dies first (lease lost), raise its error."""

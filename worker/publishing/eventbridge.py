@@ -44,7 +44,7 @@ class EventBridgePublisher:
             ]
         )
         if response.get("FailedEntryCount", 0):
-            entry = next((e for e in response.get("Entries", []) if e.get("ErrorCode")), {})
+            entry: dict[str, Any] = next((e for e in response.get("Entries", []) if e.get("ErrorCode")), {})
             raise RetryableError(
                 f"EventBridge rejected event {event.id} on bus {self._event_bus!r}: "
                 f"{entry.get('ErrorCode', 'unknown error')}: {entry.get('ErrorMessage', 'no message')}"

@@ -90,7 +90,8 @@ class ShardReader:
         if position.sequence_number is not None:
             kwargs["SequenceNumber"] = position.sequence_number
         response = await call_aws("GetShardIterator", self._client.get_shard_iterator, **kwargs)
-        return response.get("ShardIterator")
+        iterator = response.get("ShardIterator")
+        return str(iterator) if iterator else None
 
     async def _on_trimmed(self, exc: ClientError) -> None:
         metrics.trimmed_data.labels(self._label).inc()

@@ -127,7 +127,10 @@ async def sync_leases(
 ) -> int:
     """Create lease rows for shards that have none; delete finished leases of shards that
     left the stream. Returns the number of leases created."""
-    leases = {lease.shard_id: lease for lease in await lease_table.list_leases(stream.stream_arn)}
+    # Retried like every other call here: at start-up an escaping throttle or connection
+    # reset would end the process.
+    leases = {lease.shard_id: lease for lease in await call_aws("Query", lease_table.list_leases,
+                                                                stream.stream_arn)}
     first_time = not leases
     candidates = graph.in_lineage_order()
     if first_time and starting_position == "LATEST":
