@@ -31,6 +31,7 @@ check-config: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/mypy worker
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
