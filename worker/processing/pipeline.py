@@ -46,6 +46,7 @@ class ShardPipeline:
         self._tasks: set[asyncio.Task[None]] = set()
         self._progress = asyncio.Event()
         self._failure: BaseException | None = None
+        self._closing = False
 
     # -- feeding -------------------------------------------------------------------------
 
@@ -107,8 +108,19 @@ class ShardPipeline:
 
     def _on_lane_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None and self._failure is None:
-            self._failure = task.exception()
+        if self._failure is not None:
+            return
+        if task.cancelled():
+            if self._closing:
+                return
+            # Only close() cancels lanes. A CancelledError that escaped a handler (or a
+            # dead-letter write) ends the lane too: its records would stay unfinished forever
+            # and drain() would hang without a trace, so it is a failure like any other.
+            failure: BaseException | None = RuntimeError(f"{task.get_name()} was cancelled from inside")
+        else:
+            failure = task.exception()
+        if failure is not None:
+            self._failure = failure
             self._progress.set()
 
     def _raise_failure(self) -> None:
@@ -132,6 +144,7 @@ class ShardPipeline:
         await self._wait_until(lambda: self.tracker.idle)
 
     async def close(self) -> None:
+        self._closing = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
