@@ -189,6 +189,8 @@ class App:
 
     # A loop that crashed is restarted; it counts against readiness for this long after.
     CRASH_GRACE_SECONDS = 30.0
+    # A loop that ran this long before crashing is restarted after the shortest delay again.
+    HEALTHY_RUN_SECONDS = 30.0
 
     def alive(self) -> bool:
         """Liveness: the event loop answers (this runs on it). Crashed loops are restarted by
@@ -212,12 +214,19 @@ class App:
         """Run a background loop; a crash is logged, counted and restarted with back-off."""
         delay = 0.5
         while not self._stop.is_set():
+            began = time.monotonic()
             try:
                 await body(self._stop)
                 return
             except asyncio.CancelledError:
                 raise
             except Exception:
+                if time.monotonic() - began >= self.HEALTHY_RUN_SECONDS:
+                    # It ran fine for a while: a new incident, not the same crash loop. Without
+                    # this, the delay only ever grew, and after a few transient crashes over
+                    # the process's life every later one stopped the loop for 30 s (for the
+                    # taker: no lease taken and no loss noticed for 30 s).
+                    delay = 0.5
                 metrics.loop_crashes.labels(name).inc()
                 self._crashed_at[name] = time.monotonic()
                 self._log.exception("restart crashed loop", loop=name, delay=delay)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -189,5 +190,13 @@ async def test_run_process_chain_then_sigterm_exits_0_and_releases(
     assert returncode == 0
     stderr = (await process.stderr.read()).decode() if process.stderr else ""
     assert '"event": "stop worker"' in stderr
+    # JSON logs, context bound once: worker, stream, shard, sequence number, route, correlation.
+    lines = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    handled = [line for line in lines if line["event"] == "set order processing"]
+    assert sorted(line["correlation_id"] for line in handled) == order_ids
+    for line in handled:
+        assert line["worker_id"] == doc["worker"]["id"] and line["route"] == "order-processing"
+        assert line["stream"] == "orders" and line["shard"] and line["seq"] and line["level"] == "info"
+    assert not any("NewImage" in json.dumps(line) for line in lines), "item images must not be logged"
     rows = await lease_rows(ddb, config)
     assert len(rows) == 2 and all("owner" not in row for row in rows)

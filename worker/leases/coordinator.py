@@ -35,6 +35,7 @@ from worker.config import LeaseConfig
 from worker.leases.model import Lease, WorkerBeat
 from worker.leases.table import LeaseTable
 from worker.observability import metrics
+from worker.retry import call_aws
 
 log = structlog.get_logger(__name__)
 
@@ -164,7 +165,9 @@ class LeaseCoordinator:
         return seen is not None and now - seen[1] < self._config.duration_seconds
 
     async def poll_workers(self) -> None:
-        self._observe(await self._table.list_workers(), time.monotonic())
+        # Reads are retried in place (throttling, 5xx, resets): a crash of the taker loop
+        # would stop taking and loss detection for the supervisor's restart delay.
+        self._observe(await call_aws("Query", self._table.list_workers), time.monotonic())
 
     # -- the lease pass ----------------------------------------------------------------
 
@@ -181,7 +184,7 @@ class LeaseCoordinator:
         self._last_scan = time.monotonic()
         leases: list[Lease] = []
         for stream_arn in self._streams():
-            leases.extend(await self._table.list_leases(stream_arn))
+            leases.extend(await call_aws("Query", self._table.list_leases, stream_arn))
         # Leases before workers: a worker writes its row before it takes any lease, so an
         # owner seen on a lease is already in the worker list read after it.
         await self.poll_workers()

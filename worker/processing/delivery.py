@@ -121,7 +121,8 @@ class RouteDelivery:
     def _context(self, record: StreamRecord | None) -> HandlerContext:
         bound = log.bind(route=self.route.name, stream=self.route.table)
         if record is not None:
-            bound = bound.bind(shard=record.shard_id, seq=record.sequence_number)
+            bound = bound.bind(shard=record.shard_id, seq=record.sequence_number,
+                               correlation_id=_correlation_id(record))
         return HandlerContext(
             route=self.route.name,
             options=self.route.options,
@@ -317,3 +318,14 @@ def _without_images(message: DeadLetter) -> DeadLetter:
     record["dynamodb"] = {k: v for k, v in record.get("dynamodb", {}).items() if k not in ("NewImage", "OldImage")}
     note = " [item images dropped: the letter exceeded the destination's size limit; full letter in the error log]"
     return replace(message, record=record, error_message=message.error_message + note)
+
+
+def _correlation_id(record: StreamRecord) -> str:
+    """What ties log lines of one business flow together: an event's ``correlationId``
+    (outbox records), else the item's key values (an order's id)."""
+    raw_image = record.raw.get("dynamodb", {}).get("NewImage") or {}
+    typed = raw_image.get("correlationId")
+    if isinstance(typed, dict) and "S" in typed:
+        return str(typed["S"])
+    keys = record.raw.get("dynamodb", {}).get("Keys") or {}
+    return "/".join(str(next(iter(value.values()), "")) for value in keys.values() if isinstance(value, dict))
