@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install run check-config clean lint bench bench-leases
+.PHONY: demo test install run check-config clean lint bench bench-leases bench-pipeline bench-e2e bench-lag bench-idle
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,22 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 # Benchmarks write bench/results.json (see bench/README.md).
-bench: bench-leases
+bench: bench-leases bench-pipeline bench-e2e bench-lag bench-idle
 
 bench-leases: $(STAMP)
 	$(BIN)/python -m bench.leases_bench
+
+bench-pipeline: $(STAMP)
+	$(BIN)/python -m bench.pipeline_bench
+
+bench-e2e: $(STAMP)
+	$(BIN)/python -m bench.e2e_bench
+
+bench-lag: $(STAMP)
+	$(BIN)/python -m bench.lag_bench
+
+bench-idle: $(STAMP)
+	$(BIN)/python -m bench.idle_bench
 
 check-config: $(STAMP)
 	$(BIN)/stream-worker check-config --config config/worker.yaml
@@ -35,3 +47,18 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
+
+# Chaos runs of the seed chain (tests/chaos/): workers killed and restarted, AWS faults
+# injected by a proxy. `chaos` is the long form (exit 0 = pass, with a summary table);
+# override e.g. `make chaos CHAOS_ORDERS=1000 CHAOS_DURATION=180 CHAOS_SEED=3`.
+CHAOS_ORDERS   ?= 3000
+CHAOS_DURATION ?= 300
+CHAOS_SEED     ?= 1
+
+.PHONY: chaos chaos-short
+
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos.controller --orders $(CHAOS_ORDERS) --duration $(CHAOS_DURATION) --seed $(CHAOS_SEED)
+
+chaos-short: $(STAMP)
+	$(BIN)/pytest -q tests/chaos

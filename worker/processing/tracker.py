@@ -22,7 +22,9 @@ class _Entry:
 class ProgressTracker:
     def __init__(self) -> None:
         self._order: deque[_Entry] = deque()
-        self._by_sequence: dict[str, _Entry] = {}
+        # Real streams never repeat a sequence number; moto has been seen to under
+        # concurrent writes. A list per number keeps such records apart instead of stalling.
+        self._by_sequence: dict[str, list[_Entry]] = {}
         self._finished_up_to: str | None = None
 
     def __len__(self) -> int:
@@ -33,15 +35,18 @@ class ProgressTracker:
         entry = _Entry(sequence, routes)
         self._order.append(entry)
         if routes:
-            self._by_sequence[sequence] = entry
+            self._by_sequence.setdefault(sequence, []).append(entry)
         self._advance()
 
     def finish(self, sequence: str) -> None:
         """One route of the record is done (handled, or parked in a dead-letter destination)."""
-        entry = self._by_sequence[sequence]
+        entries = self._by_sequence[sequence]
+        entry = entries[0]
         entry.remaining -= 1
         if entry.remaining == 0:
-            del self._by_sequence[sequence]
+            entries.pop(0)
+            if not entries:
+                del self._by_sequence[sequence]
             self._advance()
 
     def _advance(self) -> None:
