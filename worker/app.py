@@ -38,6 +38,7 @@ from worker.processing.tracker import ProgressTracker
 from worker.publishing.base import Publisher
 from worker.publishing.factory import build_publisher
 from worker.retrieval.fast_decode import install_fast_get_records
+from worker.retrieval.reader import IdlePollBudget
 from worker.shards.discovery import StreamInfo, describe_shards, resolve_stream, sync_leases
 from worker.shards.lineage import ShardGraph
 
@@ -84,6 +85,7 @@ class App:
         self._stopping = False
         self._loops: list[asyncio.Task[None]] = []
         self._consumers: dict[tuple[str, str], _Running] = {}
+        self._idle_budget = IdlePollBudget(config.reader.idle_polls_per_second)
         self._graphs: dict[str, ShardGraph] = {}
         self.streams: dict[str, StreamInfo] = {}  # stream arn -> info
         self.clients: AwsClients | None = None
@@ -321,6 +323,7 @@ class App:
             topology=self._topology(),
             config=self.config,
             stream=self.config.tables[lease.table].stream,
+            idle_budget=self._idle_budget,
         )
         stop = asyncio.Event()
         task = asyncio.create_task(consumer.run(stop), name=f"consumer:{lease.table}:{lease.shard_id}")

@@ -128,6 +128,9 @@ class ReaderConfig(_Section):
     on_trimmed_data: Literal["restart_at_trim_horizon", "stop_shard"] = "restart_at_trim_horizon"
     parent_poll_seconds: float = Field(1.0, gt=0)
     fast_decode: bool = Field(True, description="decode GetRecords with json.loads, not the SDK's parser")
+    idle_polls_per_second: float = Field(
+        50.0, ge=0, description="budget of GetRecords calls per second for all idle shards of a process; 0: none"
+    )
 
 
 class RetryConfig(_Section):

@@ -37,7 +37,7 @@ from worker.leases.table import LeaseTable
 from worker.observability import metrics
 from worker.processing.pipeline import ShardPipeline
 from worker.records import StreamRecord
-from worker.retrieval.reader import TRIM_HORIZON, ShardReader, StartPosition
+from worker.retrieval.reader import TRIM_HORIZON, IdlePollBudget, ShardReader, StartPosition
 from worker.retry import call_aws
 
 log = structlog.get_logger(__name__)
@@ -89,8 +89,10 @@ class ShardConsumer:
         topology: ShardTopology,
         config: Config,
         stream: StreamSettings,
+        idle_budget: IdlePollBudget | None = None,
     ) -> None:
         self.lease = lease
+        self._idle_budget = idle_budget
         self.state = ConsumerState.INITIALIZING
         self._streams = streams_client
         self._leases = lease_table
@@ -205,6 +207,7 @@ class ShardConsumer:
             stream_label=self.lease.table,
             start=self._start_position(),
             config=self._config.reader,
+            budget=self._idle_budget,
         )
         self._pipeline = self._make_pipeline(self.lease, self._request_checkpoint)
         self._log.info("start shard", position=str(self.reader.position))

@@ -14,6 +14,7 @@ can recover by itself:
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -61,8 +62,10 @@ class ShardReader:
         stream_label: str,
         start: StartPosition,
         config: ReaderConfig,
+        budget: IdlePollBudget | None = None,
     ) -> None:
         self._client = client
+        self._budget = budget
         self.stream_arn = stream_arn
         self.shard_id = shard_id
         self._label = stream_label
@@ -152,17 +155,52 @@ class ShardReader:
     async def next_page(self, stop: asyncio.Event) -> Page | None:
         """Poll until a page has records or the shard ends; None if ``stop`` is set first.
 
-        Empty reads back off from ``idle_poll_seconds`` to ``max_idle_poll_seconds``;
-        a page with records is followed by the next read at once.
+        Empty reads back off from ``idle_poll_seconds`` to ``max_idle_poll_seconds``, or
+        further when the process's idle shards would exceed the shared
+        :class:`IdlePollBudget`; a page with records is followed by the next read at once.
         """
         delay = self._config.idle_poll_seconds
-        while not stop.is_set():
-            page = await self.read_page()
-            if page.records or page.shard_end:
-                return page
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            except TimeoutError:
-                pass
-            delay = min(max(delay * 2, 0.05), self._config.max_idle_poll_seconds)
-        return None
+        idle = False
+        try:
+            while not stop.is_set():
+                page = await self.read_page()
+                if page.records or page.shard_end:
+                    return page
+                if not idle and self._budget is not None:
+                    idle = True
+                    self._budget.idle_readers += 1
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                except TimeoutError:
+                    pass
+                ceiling = self._config.max_idle_poll_seconds
+                if self._budget is not None:
+                    ceiling = self._budget.ceiling(ceiling)
+                delay = min(max(delay * 2, 0.05), ceiling)
+                if delay > self._config.max_idle_poll_seconds:
+                    delay *= random.uniform(0.8, 1.2)  # spread the polls of many idle shards
+            return None
+        finally:
+            if idle and self._budget is not None:
+                self._budget.idle_readers -= 1
+
+
+class IdlePollBudget:
+    """Caps how many GetRecords calls a process's idle shards make per second.
+
+    Each idle poll costs about a millisecond of CPU in the SDK; a process holding 1,000 idle
+    shards polling every second would spend a whole core on empty reads. While more shards
+    are idle than ``polls_per_second * max_idle_poll_seconds``, their back-off ceiling grows
+    to ``idle shards / polls_per_second``. A shard that receives records polls at full speed
+    again at once, so lag under load is unaffected; the first record after a long quiet
+    spell may wait up to that ceiling.
+    """
+
+    def __init__(self, polls_per_second: float) -> None:
+        self.polls_per_second = polls_per_second
+        self.idle_readers = 0
+
+    def ceiling(self, configured: float) -> float:
+        if self.polls_per_second <= 0:
+            return configured
+        return max(configured, self.idle_readers / self.polls_per_second)
