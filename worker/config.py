@@ -104,7 +104,7 @@ class LeaseConfig(_Section):
     duration_seconds: float = Field(10.0, ge=1, le=600)
     heartbeat_interval_seconds: float | None = Field(None, gt=0)
     poll_interval_seconds: float = Field(0.5, gt=0, le=60)
-    scan_interval_seconds: float = Field(10.0, gt=0, le=3600)
+    scan_interval_seconds: float = Field(30.0, gt=0, le=3600)
     max_leases_per_worker: int | None = Field(None, ge=1)
     max_steals_per_pass: int = Field(2, ge=0, le=100)
 
@@ -129,7 +129,7 @@ class ReaderConfig(_Section):
     parent_poll_seconds: float = Field(1.0, gt=0)
     fast_decode: bool = Field(True, description="decode GetRecords with json.loads, not the SDK's parser")
     idle_polls_per_second: float = Field(
-        50.0, ge=0, description="budget of GetRecords calls per second for all idle shards of a process; 0: none"
+        20.0, ge=0, description="budget of GetRecords calls per second for all idle shards of a process; 0: none"
     )
 
 

@@ -103,6 +103,7 @@ class ShardConsumer:
         self._checkpointer = Checkpointer(lease_table, lease, lease.table)
         self._pipeline: ShardPipeline | None = None
         self._checkpoint_now = asyncio.Event()
+        self._progressed = asyncio.Event()
         self.reader: ShardReader | None = None
         self._log = log.bind(stream=lease.table, shard=lease.shard_id)
 
@@ -188,14 +189,23 @@ class ShardConsumer:
 
     def _request_checkpoint(self) -> None:
         self._checkpoint_now.set()
+        self._progressed.set()
+
+    def _mark_progress(self) -> None:
+        self._progressed.set()
 
     async def _checkpoint_loop(self) -> None:
+        """Write the finished prefix at most every ``checkpoint_interval_seconds``, and only
+        after progress: an idle shard's loop sleeps on an event and costs nothing."""
         interval = self._config.processing.checkpoint_interval_seconds
         while True:
-            try:
-                await asyncio.wait_for(self._checkpoint_now.wait(), timeout=interval)
-            except TimeoutError:
-                pass
+            await self._progressed.wait()
+            self._progressed.clear()
+            if not self._checkpoint_now.is_set():
+                try:  # gather more progress into one write, unless asked to write now
+                    await asyncio.wait_for(self._checkpoint_now.wait(), timeout=interval)
+                except TimeoutError:
+                    pass
             self._checkpoint_now.clear()
             await self._save_progress()
 
@@ -210,6 +220,7 @@ class ShardConsumer:
             budget=self._idle_budget,
         )
         self._pipeline = self._make_pipeline(self.lease, self._request_checkpoint)
+        self._pipeline.progress_listener = self._mark_progress
         self._log.info("start shard", position=str(self.reader.position))
         checkpointing = asyncio.create_task(self._checkpoint_loop(), name=f"checkpoint:{self.lease.shard_id}")
         try:

@@ -47,6 +47,8 @@ class ShardPipeline:
         self._progress = asyncio.Event()
         self._failure: BaseException | None = None
         self._closing = False
+        # Told whenever the finished prefix may have moved (the consumer's checkpoint loop).
+        self.progress_listener: Callable[[], None] | None = None
 
     # -- feeding -------------------------------------------------------------------------
 
@@ -65,6 +67,7 @@ class ShardPipeline:
         self.tracker.add(record.sequence_number, len(routes))
         if not routes:
             metrics.records_unrouted.labels(self._label).inc()
+            self._notify_progress()
             return
         for route in routes:
             lane = (route.name, self._lane_index(route, record))
@@ -79,10 +82,16 @@ class ShardPipeline:
     def skip(self, record: StreamRecord) -> None:
         """Acknowledge a record without routing it (e.g. older than AT_TIMESTAMP)."""
         self.tracker.add(record.sequence_number, 0)
+        self._notify_progress()
 
     def on_finished(self, record: StreamRecord) -> None:
         self.tracker.finish(record.sequence_number)
         self._progress.set()
+        self._notify_progress()
+
+    def _notify_progress(self) -> None:
+        if self.progress_listener is not None:
+            self.progress_listener()
 
     # -- lanes ---------------------------------------------------------------------------
 

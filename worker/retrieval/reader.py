@@ -173,12 +173,13 @@ class ShardReader:
                     await asyncio.wait_for(stop.wait(), timeout=delay)
                 except TimeoutError:
                     pass
-                ceiling = self._config.max_idle_poll_seconds
-                if self._budget is not None:
-                    ceiling = self._budget.ceiling(ceiling)
-                delay = min(max(delay * 2, 0.05), ceiling)
-                if delay > self._config.max_idle_poll_seconds:
-                    delay *= random.uniform(0.8, 1.2)  # spread the polls of many idle shards
+                configured = self._config.max_idle_poll_seconds
+                delay = min(max(delay * 2, 0.05), configured)
+                ceiling = self._budget.ceiling(configured) if self._budget is not None else configured
+                if delay >= configured and ceiling > configured:
+                    # Past the configured back-off, go straight to the budget's pace, spread
+                    # at random so that many idle shards do not poll in step.
+                    delay = ceiling * random.uniform(0.5, 1.5)
             return None
         finally:
             if idle and self._budget is not None:
