@@ -207,7 +207,10 @@ class ShardConsumer:
                 except TimeoutError:
                     pass
             self._checkpoint_now.clear()
-            await self._save_progress()
+            # Throttling, 5xx and resets are retried here: an error escaping would end this
+            # loop, and while the shard is idle nothing notices, so the checkpoint would stay
+            # behind until new records arrive. LeaseLostError is not retried (fenced).
+            await call_aws("UpdateItem", self._save_progress)
 
     async def _process(self, stop: asyncio.Event) -> None:
         self.reader = ShardReader(
