@@ -39,6 +39,15 @@ def _load(path: str) -> Config:
     return config
 
 
+# Signals that arrive while the process is still importing and loading its config, before
+# the event loop's handlers exist: remembered here and honoured as soon as the loop runs.
+_early_signals: list[int] = []
+
+
+def _remember_signal(signum: int, frame: object) -> None:
+    _early_signals.append(signum)
+
+
 async def _run(config: Config, metrics_port: int | None) -> int:
     from worker.app import App
 
@@ -58,11 +67,15 @@ async def _run(config: Config, metrics_port: int | None) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    for early in _early_signals:
+        on_signal(early)
     await app.run()
     return EXIT_OK
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _remember_signal)
     from worker.observability.logging import configure_logging
 
     config = _load(args.config)
