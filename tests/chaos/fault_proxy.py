@@ -39,6 +39,8 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
+from tests.threaded_server import ThreadedServer
+
 _CONTENT_TYPE = "application/x-amz-json-1.0"
 _HOP_BY_HOP = frozenset(
     {"host", "content-length", "transfer-encoding", "connection", "keep-alive", "proxy-connection", "te",
@@ -111,7 +113,7 @@ class _State:
     forwarded: int = 0
 
 
-class FaultProxy:
+class FaultProxy(ThreadedServer):
     """Reverse proxy on 127.0.0.1 (own thread and event loop); see the module docstring."""
 
     def __init__(self, upstream_url: str, *, seed: int | None = None, host: str = "127.0.0.1", port: int = 0,
@@ -123,11 +125,9 @@ class FaultProxy:
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self._state = _State()
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.ServerRunner | None = None
+        self._init_thread_state()
+        self._label = "fault proxy"
         self._session: ClientSession | None = None
-        self._start_error: BaseException | None = None
 
     # -- control (thread-safe) -------------------------------------------------------------
 
@@ -217,61 +217,8 @@ class FaultProxy:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def start(self, timeout: float = 10.0) -> "FaultProxy":
-        if self._thread is not None:
-            return self
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name="fault-proxy", daemon=True)
-        self._thread.start()
-        if not ready.wait(timeout):
-            raise RuntimeError("fault proxy did not start in time")
-        if self._start_error is not None:
-            self._thread.join()
-            self._thread = None
-            raise RuntimeError("fault proxy failed to start") from self._start_error
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        thread, loop = self._thread, self._loop
-        if thread is None or loop is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout)
-        self._thread = None
-
-    def __enter__(self) -> "FaultProxy":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self, ready: threading.Event) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._astart())
-        except BaseException as exc:  # noqa: BLE001 - reported to start()
-            self._start_error = exc
-            ready.set()
-            loop.close()
-            return
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(self._astop())
-            loop.close()
-
     async def _astart(self) -> None:
-        server = web.Server(self._handle, access_log=None)
-        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        await self._serve()
         self._session = ClientSession(timeout=ClientTimeout(total=60), auto_decompress=False,
                                       connector=TCPConnector(limit=256))
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import uuid
 import zlib
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 from aiohttp import ClientSession, ClientTimeout, web
 
 from tests.simulator.model import DISCONNECT, SimError, StreamModel
+from tests.threaded_server import ThreadedServer
 
 _CONTENT_TYPE = "application/x-amz-json-1.0"
 _HOP_BY_HOP = frozenset(
@@ -59,7 +59,7 @@ CONTROL_METHODS = frozenset(
 )
 
 
-class Simulator(StreamModel):
+class Simulator(ThreadedServer, StreamModel):
     """A DynamoDB Streams endpoint on 127.0.0.1 for the real (aio)botocore client.
 
     ``Simulator(**knobs).start()`` binds a free port (or ``port``) and serves from a
@@ -74,11 +74,9 @@ class Simulator(StreamModel):
         self.host = host
         self.port = port
         self.upstream_url = upstream_url.rstrip("/") if upstream_url else None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.ServerRunner | None = None
+        self._init_thread_state()
+        self._label = "stream simulator"
         self._upstream: ClientSession | None = None
-        self._start_error: BaseException | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -88,61 +86,8 @@ class Simulator(StreamModel):
             raise RuntimeError("simulator not started")
         return f"http://{self.host}:{self.port}"
 
-    def start(self, timeout: float = 10.0) -> "Simulator":
-        if self._thread is not None:
-            return self
-        ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(ready,), name="stream-simulator", daemon=True)
-        self._thread.start()
-        if not ready.wait(timeout):
-            raise RuntimeError("stream simulator did not start in time")
-        if self._start_error is not None:
-            self._thread.join()
-            self._thread = None
-            raise RuntimeError("stream simulator failed to start") from self._start_error
-        return self
-
-    def stop(self, timeout: float = 10.0) -> None:
-        thread, loop = self._thread, self._loop
-        if thread is None or loop is None:
-            return
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout)
-        self._thread = None
-
-    def __enter__(self) -> "Simulator":
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _run(self, ready: threading.Event) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._astart())
-        except BaseException as exc:  # noqa: BLE001 - reported to start()
-            self._start_error = exc
-            ready.set()
-            loop.close()
-            return
-        ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(self._astop())
-            loop.close()
-
     async def _astart(self) -> None:
-        server = web.Server(self._handle, access_log=None)
-        self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
-        await site.start()
-        sockets = getattr(site._server, "sockets", None) or []  # noqa: SLF001
-        if sockets:
-            self.port = int(sockets[0].getsockname()[1])
+        await self._serve()
         if self.upstream_url:
             self._upstream = ClientSession(timeout=ClientTimeout(total=60), auto_decompress=False)
 
