@@ -24,6 +24,7 @@ from typing import IO, Any, Callable, Iterator
 import yaml
 
 import bench.results  # noqa: F401 - sets the fake local AWS credentials first
+from tests.moto_process import MotoServer
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_CONFIG = REPO / "config" / "worker.yaml"
@@ -81,50 +82,12 @@ class Processes:
         self._files.clear()
 
 
-class BenchMoto:
-    """A moto server process (``bench.moto_server``: moto_server with atomic stream
+class BenchMoto(MotoServer):
+    """A moto server process running ``bench.moto_server`` (moto_server with atomic stream
     sequence numbers) on a free loopback port; ``stop()`` ends it."""
 
     def __init__(self) -> None:
-        from tests.moto_process import free_port
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def start(self, timeout: float = 30.0) -> "BenchMoto":
-        import urllib.request
-
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.moto_server", "-H", "127.0.0.1", "-p", str(self.port)],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"},
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"moto server exited with {self.proc.returncode}")
-            try:
-                urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1).read()
-                return self
-            except OSError:
-                time.sleep(0.1)
-        self.stop()
-        raise RuntimeError("moto server did not answer in time")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        super().__init__(command=[sys.executable, "-m", "bench.moto_server"], cwd=REPO)
 
 
 def start_simulator(procs: Processes, streams: list[str], *extra: str,

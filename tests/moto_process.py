@@ -19,16 +19,26 @@ def free_port() -> int:
 
 
 class MotoServer:
-    def __init__(self) -> None:
+    """``command`` replaces the ``moto_server`` executable (the benchmarks run a patched one)."""
+
+    def __init__(self, command: list[str] | None = None, cwd: Path | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self._command = command
+        self._cwd = cwd
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
 
     def start(self, timeout: float = 30.0) -> "MotoServer":
         exe = Path(sys.executable).with_name("moto_server")
-        command = [str(exe)] if exe.exists() else [shutil.which("moto_server") or "moto_server"]
+        command = self._command or ([str(exe)] if exe.exists() else [shutil.which("moto_server") or "moto_server"])
         self._proc = subprocess.Popen(
             [*command, "-H", "127.0.0.1", "-p", str(self.port)],
+            cwd=self._cwd,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "true"},

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.multiworker.harness import Cluster, Written, wait_for
+from tests.multiworker.harness import Cluster, running_cluster, Written, wait_for
 from tests.simulator import Simulator
 
 pytestmark = pytest.mark.integration
@@ -51,11 +51,8 @@ def sim() -> Iterator[Simulator]:
 
 @pytest.fixture
 def cluster(moto_url: str, sim: Simulator, tmp_path: Path, prefix: str) -> Iterator[Cluster]:
-    cluster = Cluster(moto_url=moto_url, sim=sim, workdir=tmp_path, prefix=prefix, table=f"{prefix}load")
-    try:
+    with running_cluster(moto_url, sim, tmp_path, prefix) as cluster:
         yield cluster
-    finally:
-        cluster.stop_all()
 
 
 def _log_events(cluster: Cluster) -> dict[str, int]:

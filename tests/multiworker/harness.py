@@ -3,6 +3,7 @@ server (lease table), and checks what they did: coverage, per-key order, checkpo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -226,3 +228,13 @@ def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> float:
 def balanced(load: dict[str, int], workers: list[str], shards: int) -> bool:
     counts = [load.get(w, 0) for w in workers]
     return sum(counts) == shards and max(counts) - min(counts) <= 1
+
+
+@contextlib.contextmanager
+def running_cluster(moto_url: str, sim: Simulator, workdir: Path, prefix: str) -> Iterator[Cluster]:
+    """A Cluster whose worker processes are all stopped on exit (the tests' fixture body)."""
+    cluster = Cluster(moto_url=moto_url, sim=sim, workdir=workdir, prefix=prefix, table=f"{prefix}load")
+    try:
+        yield cluster
+    finally:
+        cluster.stop_all()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.multiworker.harness import Cluster, balanced, wait_for
+from tests.multiworker.harness import Cluster, running_cluster, balanced, wait_for
 from tests.simulator import Simulator
 
 pytestmark = pytest.mark.integration
@@ -29,11 +29,8 @@ def sim() -> Iterator[Simulator]:
 
 @pytest.fixture
 def cluster(moto_url: str, sim: Simulator, tmp_path: Path, prefix: str) -> Iterator[Cluster]:
-    cluster = Cluster(moto_url=moto_url, sim=sim, workdir=tmp_path, prefix=prefix, table=f"{prefix}load")
-    try:
+    with running_cluster(moto_url, sim, tmp_path, prefix) as cluster:
         yield cluster
-    finally:
-        cluster.stop_all()
 
 
 def _keys(count: int) -> list[str]:

@@ -89,6 +89,8 @@ the record's own ``N`` strings. Invalid patterns raise
 
 from __future__ import annotations
 
+import abc
+
 import base64
 import operator
 import re
@@ -218,7 +220,7 @@ class _ExactValues:
         return number is not None and number in self.numbers
 
 
-class _Node:
+class _Node(abc.ABC):
     """A compiled pattern node; ``matches_missing`` says whether an absent key satisfies it."""
 
     __slots__ = ("matches_missing",)
@@ -226,8 +228,8 @@ class _Node:
     def __init__(self, matches_missing: bool) -> None:
         self.matches_missing = matches_missing
 
-    def matches(self, value: Any) -> bool:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abc.abstractmethod
+    def matches(self, value: Any) -> bool: ...
 
 
 class _MappingNode(_Node):
