@@ -10,6 +10,8 @@ from worker.aws import AwsClients
 from worker.config import Config
 from worker.leases.model import Lease
 from worker.leases.table import LeaseTable
+from worker.records import StreamRecord
+from worker.retry import call_aws
 from worker.shards.discovery import StreamInfo, describe_shards, resolve_stream
 
 RESET_TARGETS = ("TRIM_HORIZON", "LATEST")
@@ -25,6 +27,7 @@ class ShardStatus:
     owner: str | None
     checkpoint: str | None
     last_progress_seconds: float | None  # since the checkpoint last moved
+    lag_seconds: float | None  # age of the oldest record after the checkpoint; 0 when caught up
 
 
 def _age(timestamp: str | None) -> float | None:
@@ -57,6 +60,30 @@ async def _streams(config: Config, clients: AwsClients) -> list[StreamInfo]:
     return infos
 
 
+async def _lag(streams_client: Any, stream_arn: str, shard_id: str, lease: Lease | None) -> float | None:
+    """How old the first record not yet checkpointed is: one GetShardIterator + one
+    GetRecords(Limit=1) per shard. 0 when nothing is waiting; None for finished shards."""
+    if lease is not None and lease.finished:
+        return None
+    checkpoint = lease.checkpoint if lease else None
+    kwargs: dict[str, Any] = {"StreamArn": stream_arn, "ShardId": shard_id}
+    if checkpoint and checkpoint.isdigit():
+        kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", SequenceNumber=checkpoint)
+    else:
+        kwargs["ShardIteratorType"] = "LATEST" if checkpoint == "LATEST" else "TRIM_HORIZON"
+    iterator = (await call_aws("GetShardIterator", streams_client.get_shard_iterator, **kwargs)).get("ShardIterator")
+    if not iterator:
+        return 0.0
+    page = await call_aws("GetRecords", streams_client.get_records, ShardIterator=iterator, Limit=1)
+    records = page.get("Records") or []
+    if not records:
+        return 0.0
+    created = StreamRecord(records[0], table="", stream_arn=stream_arn, shard_id=shard_id).approximate_creation_time
+    if created is None:
+        return None
+    return round(max((datetime.now(timezone.utc) - created).total_seconds(), 0.0), 1)
+
+
 async def collect_status(config: Config) -> dict[str, Any]:
     """Every shard of every consumed stream with its lease, from the tables themselves."""
     clients = AwsClients(config.aws)
@@ -69,8 +96,9 @@ async def collect_status(config: Config) -> dict[str, Any]:
         ages = {w.worker_id: _age(w.updated_at) for w in workers}
         live = {wid for wid, age in ages.items() if age is not None and age < config.leases.duration_seconds}
         shards: list[ShardStatus] = []
+        streams_client = await clients.client("dynamodbstreams")
         for info in await _streams(config, clients):
-            graph = await describe_shards(await clients.client("dynamodbstreams"), info.stream_arn)
+            graph = await describe_shards(streams_client, info.stream_arn)
             leases = {lease.shard_id: lease for lease in await lease_table.list_leases(info.stream_arn)}
             for shard in graph.in_lineage_order():
                 lease = leases.get(shard.shard_id)
@@ -81,6 +109,7 @@ async def collect_status(config: Config) -> dict[str, Any]:
                     open=not shard.closed, state=_state(lease, leases, live),
                     owner=lease.owner if lease else None, checkpoint=checkpoint,
                     last_progress_seconds=_age(progress),
+                    lag_seconds=await _lag(streams_client, info.stream_arn, shard.shard_id, lease),
                 ))
         return {
             "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -97,9 +126,10 @@ def render_status(status: dict[str, Any]) -> str:
     for worker in status["workers"]:
         lines.append(f"  {worker['id']}  leases={worker['leases']}  live={'yes' if worker['live'] else 'no'}"
                      f"  heartbeat {worker['updated_seconds_ago']} s ago")
-    headers = ["table", "shard", "state", "owner", "checkpoint", "last progress"]
+    headers = ["table", "shard", "state", "owner", "checkpoint", "lag", "last progress"]
     rows = [[s["table"], s["shard_id"], s["state"] + ("" if s["open"] else " (closed)"), s["owner"] or "-",
              (s["checkpoint"] or "-")[-24:],
+             "-" if s["lag_seconds"] is None else f"{s['lag_seconds']} s",
              "-" if s["last_progress_seconds"] is None else f"{s['last_progress_seconds']} s ago"]
             for s in status["shards"]]
     widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)] if rows else [len(h) for h in headers]

@@ -51,3 +51,34 @@ async def test_create_tables_creates_streams_and_lease_table(
     lease = (await ddb.describe_table(TableName=f"{prefix}leases"))["Table"]
     assert sorted((k["AttributeName"], k["KeyType"]) for k in lease["KeySchema"]) == [("pk", "HASH"), ("sk", "RANGE")]
     assert lease["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+
+
+async def test_status_reports_lag_of_unprocessed_records(moto_url: str, prefix: str, aws: dict[str, Any]) -> None:
+    import asyncio
+
+    from tests.integration.helpers import chain_done, seed_config, setup_tables, wait_until, write_orders
+    from worker.app import App
+    from worker.operations import collect_status
+
+    config = seed_config(moto_url, prefix)
+    await setup_tables(config)
+    app = App(config)
+    await app.start()  # creates the lease rows, then stops with nothing to do
+    await app.stop()
+    await write_orders(aws["dynamodb"], config, ["lag-1"])
+    await asyncio.sleep(1.5)
+    behind = {s["table"]: s for s in (await collect_status(config))["shards"]}
+    assert behind["orders"]["lag_seconds"] >= 1.0  # the order waits, unhandled
+    assert behind["events"]["lag_seconds"] == 0.0
+
+    app = App(config)
+    await app.start()
+    try:
+        await wait_until(lambda: chain_done(aws["dynamodb"], config, ["lag-1"]), timeout=30)
+        await asyncio.sleep(config.processing.checkpoint_interval_seconds + 0.5)
+    finally:
+        await app.stop()
+    caught_up = {s["table"]: s for s in (await collect_status(config))["shards"]}
+    # moto: the order's status update emits a MODIFY that no route takes; it is acknowledged too.
+    assert caught_up["orders"]["lag_seconds"] == 0.0
+    assert caught_up["events"]["lag_seconds"] == 0.0
