@@ -23,7 +23,7 @@ import asyncio
 import enum
 from datetime import datetime
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Awaitable, Callable, TypeVar
 
 import structlog
 from botocore.exceptions import ClientError
@@ -41,6 +41,7 @@ from worker.retrieval.reader import TRIM_HORIZON, IdlePollBudget, ShardReader, S
 from worker.retry import call_aws
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
 
 
 class ConsumerState(enum.Enum):
@@ -207,9 +208,9 @@ class ShardConsumer:
                 except TimeoutError:
                     pass
             self._checkpoint_now.clear()
-            # Throttling, 5xx and resets are retried here: an error escaping would end this
-            # loop, and while the shard is idle nothing notices, so the checkpoint would stay
-            # behind until new records arrive. LeaseLostError is not retried (fenced).
+            # Throttling, 5xx and resets are retried here: they must not end the loop. Any
+            # other error (LeaseLostError: fenced; AccessDenied) ends it, and _wait raises it
+            # in the consumer, which stops the shard or fails like a processing error.
             await call_aws("UpdateItem", self._save_progress)
 
     async def _process(self, stop: asyncio.Event) -> None:
@@ -272,16 +273,20 @@ class ShardConsumer:
         self._log.error("end shard that aged out of the stream after trimmed data", position=position)
         return True
 
-    async def _wait(self, work: Awaitable[object], checkpointing: asyncio.Task[None]) -> None:
-        """Await ``work``; if the checkpoint loop dies first (lease lost), raise its error."""
+    async def _wait(self, work: Awaitable[T], checkpointing: asyncio.Task[None]) -> T:
+        """Await ``work``; if the checkpoint loop dies first (lease lost, a write refused),
+        cancel ``work`` and raise the loop's error, as if ``work`` itself had failed."""
         task = asyncio.ensure_future(work)
-        done, _ = await asyncio.wait({task, checkpointing}, return_when=asyncio.FIRST_COMPLETED)
-        if checkpointing in done and task not in done:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            checkpointing.result()  # raises LeaseLostError or the write's error
-            raise RuntimeError("checkpoint loop ended unexpectedly")
-        task.result()
+        try:
+            await asyncio.wait({task, checkpointing}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():
+                checkpointing.result()  # raises LeaseLostError or the write's error
+                raise RuntimeError("checkpoint loop ended unexpectedly")
+        finally:
+            if not task.done():  # also when cancelled: leave no reader polling for a dead consumer
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        return task.result()
 
     async def _feed(self, stop: asyncio.Event, checkpointing: asyncio.Task[None]) -> bool:
         """Read pages into the pipeline until shard end (True) or stop (False)."""
@@ -290,7 +295,9 @@ class ShardConsumer:
         skip_before = self._skip_before()
         while not stop.is_set():
             await self._wait(pipeline.wait_for_capacity(), checkpointing)
-            page = await self.reader.next_page(stop)
+            # An idle shard spends its time in next_page: raced with the checkpoint loop so
+            # that a write failing for good stops the shard now, not when records arrive.
+            page = await self._wait(self.reader.next_page(stop), checkpointing)
             if page is None:
                 return False
             if page.records:
