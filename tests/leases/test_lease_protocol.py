@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from botocore.exceptions import EndpointConnectionError
+from botocore.exceptions import ClientError, ConnectionClosedError, EndpointConnectionError
 from prometheus_client import REGISTRY
 
 from worker.aws import AwsClients
@@ -691,3 +691,114 @@ async def test_finished_lease_is_never_taken(make_table: TableFactory) -> None:
     taken = await b.take_pass()
     assert sorted(lease.shard_id for lease in taken) == sorted(shards[1:])
     assert (await owners(shared))[done] is None
+
+
+# 11 -----------------------------------------------------------------------------------------
+
+
+class FlakyTakeTable(LeaseTable):
+    """Takes that fail transiently: ``throttle`` the next takes before they write, or
+    ``reset_after_write`` the next ones after the write applied (the response is lost).
+    ``race`` takes the lease for another worker just before this table's own write."""
+
+    throttle = 0
+    reset_after_write = 0
+    race: tuple[LeaseTable, str] | None = None
+    takes = 0
+
+    async def take(self, lease: Lease, worker_id: str) -> Lease | None:
+        self.takes += 1
+        if self.throttle:
+            self.throttle -= 1
+            raise ClientError(
+                {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"},
+                 "ResponseMetadata": {"HTTPStatusCode": 400}},
+                "UpdateItem",
+            )
+        if self.race is not None:
+            other, other_id = self.race
+            self.race = None
+            assert await other.take(lease, other_id) is not None
+        result = await super().take(lease, worker_id)
+        if self.reset_after_write:
+            self.reset_after_write -= 1
+            raise ConnectionClosedError(endpoint_url="http://dynamodb.invalid")
+        return result
+
+
+def take_retries() -> float:
+    return sum(
+        metric("stream_worker_aws_retries_total", {"operation": "UpdateItem", "code": code})
+        for code in ("ProvisionedThroughputExceededException", "ConnectionClosedError")
+    )
+
+
+async def run_taker_until(coord: LeaseCoordinator, done: Callable[[], bool]) -> None:
+    """Run the taker loop until ``done()``; fail if the loop ends (a crash) first."""
+    stop = asyncio.Event()
+    loop = asyncio.create_task(coord.run_taker(stop))
+    try:
+        async with asyncio.timeout(5):
+            while not done():
+                assert not loop.done(), f"the taker loop ended: {loop.exception()!r}"
+                await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await asyncio.wait_for(loop, timeout=2)  # a crash shows up here as its error
+
+
+async def test_throttled_take_is_retried_in_place(make_table: TableFactory) -> None:
+    flaky = await make_table(FlakyTakeTable)
+    assert isinstance(flaky, FlakyTakeTable)
+    [shard_id] = await create_leases(flaky, 1)
+    a, rec = coordinator(flaky, "worker-a", lease_cfg(duration_seconds=10, heartbeat_interval_seconds=3))
+    assert await a.heartbeat_once()
+    retries_before = take_retries()
+
+    flaky.throttle = 1
+    await run_taker_until(a, lambda: bool(rec.acquired))
+
+    assert flaky.takes == 2  # the throttled call, then its retry
+    assert take_retries() - retries_before == 1
+    assert rec.acquired_shards == [shard_id] and held(a) == {shard_id}
+    row = (await rows(flaky))[shard_id]
+    assert (row.owner, row.counter) == ("worker-a", 1)
+
+
+async def test_take_whose_response_was_lost_is_taken_back(make_table: TableFactory) -> None:
+    # The write applied but its response was lost: the retry finds its own counter bump and
+    # fails the condition. The row names this worker, so its next pass takes it again.
+    flaky = await make_table(FlakyTakeTable)
+    assert isinstance(flaky, FlakyTakeTable)
+    [shard_id] = await create_leases(flaky, 1)
+    a, rec = coordinator(flaky, "worker-a", lease_cfg(duration_seconds=10, heartbeat_interval_seconds=3))
+    assert await a.heartbeat_once()
+
+    flaky.reset_after_write = 1
+    await run_taker_until(a, lambda: bool(rec.acquired))
+
+    assert flaky.takes == 3  # applied (response lost), retried (condition failed), taken back
+    assert rec.acquired_shards == [shard_id] and held(a) == {shard_id}
+    row = (await rows(flaky))[shard_id]
+    assert (row.owner, row.counter) == ("worker-a", 2)
+    assert a.held[row.key].counter == 2  # fenced writes use the counter in the table
+
+
+async def test_take_lost_to_another_worker_is_not_retried(make_table: TableFactory) -> None:
+    flaky = await make_table(FlakyTakeTable)
+    assert isinstance(flaky, FlakyTakeTable)
+    [shard_id] = await create_leases(flaky, 1)
+    other = await make_table()
+    await other.heartbeat("worker-b", 1)
+    a, rec = coordinator(flaky, "worker-a")
+    await beat_and_poll(a)
+    retries_before = take_retries()
+
+    flaky.race = (other, "worker-b")
+    assert await a.take_pass() == []
+
+    assert flaky.takes == 1  # ConditionalCheckFailedException: someone else got it
+    assert take_retries() == retries_before
+    assert rec.acquired == [] and a.held == {}
+    row = (await rows(flaky))[shard_id]
+    assert (row.owner, row.counter) == ("worker-b", 1)

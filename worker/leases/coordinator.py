@@ -226,8 +226,14 @@ class LeaseCoordinator:
         return taken
 
     async def _take(self, lease: Lease, now: float) -> Lease | None:
-        result = await self._table.take(lease, self.worker_id)
+        # Retried in place (throttling, 5xx, resets): an error escaping would crash the
+        # taker loop and stop taking and loss detection until the supervisor restarts it.
+        # A failed condition is not an error: take returns None, someone else got it.
+        result = await call_aws("UpdateItem", self._table.take, lease, self.worker_id)
         if result is None:
+            # Also when a retry finds the write of an attempt whose response was lost: the
+            # row then names this worker, so the next pass takes it again.
+            self._scan_requested = True
             return None
         if lease.owner in (None, self.worker_id):
             event = "taken"
