@@ -4,7 +4,8 @@
   no records (its default GetRecords limit of 5 per shard and second stays on).
 * One ``stream-worker run`` process with a no-op route (bench/noop_handlers.py), lease
   table on a moto server, product defaults everywhere (idle poll 0.25 s backing off to
-  1 s, lease duration 10 s, checkpoint interval 1 s) except ``aws.max_pool_connections``
+  1 s, then the process-wide budget of 20 idle polls a second on 0.5 s ticks; lease
+  duration 10 s, checkpoint interval 1 s) except ``aws.max_pool_connections``
   (``--pool``, default 256, since 1,000 readers share one HTTP pool).
 * Wait until its ``stream_worker_leases_held`` says it holds every shard, then
   ``--settle`` seconds more (every reader is past its idle back-off), then measure over

@@ -38,7 +38,7 @@ from worker.processing.tracker import ProgressTracker
 from worker.publishing.base import Publisher
 from worker.publishing.factory import build_publisher
 from worker.retrieval.fast_decode import install_fast_get_records
-from worker.retrieval.reader import IdlePollBudget
+from worker.retrieval.idle_budget import IdlePollBudget
 from worker.shards.discovery import StreamInfo, describe_shards, resolve_stream, sync_leases
 from worker.shards.lineage import ShardGraph
 

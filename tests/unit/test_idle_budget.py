@@ -7,7 +7,8 @@ import uuid
 
 from tests.unit.fakes import FakeStreamsClient, make_record
 from worker.config import ReaderConfig
-from worker.retrieval.reader import TRIM_HORIZON, IdlePollBudget, ShardReader
+from worker.retrieval.idle_budget import IdlePollBudget
+from worker.retrieval.reader import TRIM_HORIZON, ShardReader
 
 
 def test_ceiling_grows_with_idle_shards_beyond_the_budget() -> None:
@@ -38,3 +39,78 @@ async def test_idle_readers_are_counted_while_idle_and_released_on_records() -> 
     page = await asyncio.wait_for(task, timeout=5)
     assert page is not None and [r["dynamodb"]["SequenceNumber"] for r in page.records] == ["7"]
     assert budget.idle_readers == 0
+
+
+def _reader(client: FakeStreamsClient, shard: str, budget: IdlePollBudget) -> ShardReader:
+    return ShardReader(client, stream_arn=client.stream_arn, shard_id=shard, stream_label=f"t-{uuid.uuid4().hex[:6]}",
+                       start=TRIM_HORIZON, budget=budget,
+                       config=ReaderConfig(idle_poll_seconds=0.01, max_idle_poll_seconds=0.02))
+
+
+async def test_tick_after_is_shared_by_callers_due_in_the_same_tick() -> None:
+    budget = IdlePollBudget(polls_per_second=10)
+    budget.TICK_SECONDS = 0.05
+    first, second = budget.tick_after(0.0), budget.tick_after(0.0)
+    assert first is second
+    later = budget.tick_after(0.2)
+    assert later is not first
+    await asyncio.wait_for(first, timeout=5)
+    assert not later.done()
+    await asyncio.wait_for(later, timeout=5)
+
+
+async def test_idle_readers_past_the_budget_poll_together_on_ticks() -> None:
+    """30 idle shards, a budget of 100 polls/s: each shard's ceiling is 0.3 s, beyond the
+    configured 0.02 s, so their polls land on the budget's ticks, several per tick."""
+    client = FakeStreamsClient()
+    budget = IdlePollBudget(polls_per_second=100)
+    budget.TICK_SECONDS = 0.1
+    loop = asyncio.get_running_loop()
+    poll_ticks: list[float] = []
+    original = client.get_records
+
+    async def timed_get_records(**kwargs: object) -> dict[str, object]:
+        poll_ticks.append(loop.time() / budget.TICK_SECONDS)
+        return await original(**kwargs)
+
+    client.get_records = timed_get_records  # type: ignore[method-assign]
+    stop = asyncio.Event()
+    tasks = []
+    for n in range(30):
+        client.add_shard(f"shardId-{n}", records=[], closed=False)
+        tasks.append(asyncio.create_task(_reader(client, f"shardId-{n}", budget).next_page(stop)))
+    await asyncio.sleep(1.5)
+    stop.set()
+    assert await asyncio.wait_for(asyncio.gather(*tasks), timeout=5) == [None] * 30
+    # Ignore the first polls (the configured back-off, before the ceiling applies).
+    settled = poll_ticks[len(poll_ticks) // 2:]
+    on_tick = [t for t in settled if t - int(t) < 0.2]  # within 20 ms after a tick
+    assert len(on_tick) >= 0.9 * len(settled), settled
+    assert len(settled) > len({int(t) for t in settled})  # ticks are shared by several polls
+
+
+async def test_stop_wakes_a_reader_waiting_for_a_distant_tick() -> None:
+    client = FakeStreamsClient()
+    client.add_shard("shardId-1", records=[], closed=False)
+    budget = IdlePollBudget(polls_per_second=0.001)  # ceiling: 1,000 s
+    stop = asyncio.Event()
+    task = asyncio.create_task(_reader(client, "shardId-1", budget).next_page(stop))
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if len(client.calls_of("GetRecords")) >= 3:
+            break
+    stop.set()
+    assert await asyncio.wait_for(task, timeout=5) is None
+    assert budget.idle_readers == 0
+
+
+async def test_a_cancelled_reader_does_not_cancel_the_tick_others_wait_for() -> None:
+    budget = IdlePollBudget(polls_per_second=10)
+    budget.TICK_SECONDS = 0.05
+    shared = budget.tick_after(0.0)
+    waiter = asyncio.create_task(asyncio.wait((shared,)))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await asyncio.sleep(0)
+    await asyncio.wait_for(shared, timeout=5)
+    assert shared.done() and not shared.cancelled()

@@ -360,14 +360,14 @@ async def test_empty_polls_back_off_up_to_the_maximum(monkeypatch: pytest.Monkey
     client.add_shard(SHARD)
     waits: list[float] = []
 
-    async def timed_out(aw: Any, timeout: float) -> None:
-        waits.append(timeout)
-        aw.close()
+    async def timed_out(aws: Any, timeout: float | None = None, return_when: str = "") -> tuple[set[Any], set[Any]]:
+        waits.append(timeout if timeout is not None else -1.0)
         if len(waits) == 6:
             client.append(SHARD, *records(7))
-        raise TimeoutError
+        return set(), set(aws)
 
-    monkeypatch.setattr(reader_module, "asyncio", types.SimpleNamespace(wait_for=timed_out))
+    monkeypatch.setattr(reader_module, "asyncio", types.SimpleNamespace(
+        wait=timed_out, ensure_future=asyncio.ensure_future, FIRST_COMPLETED=asyncio.FIRST_COMPLETED))
     reader = make_reader(client, idle_poll_seconds=0.01, max_idle_poll_seconds=0.2)
 
     page = await reader.next_page(asyncio.Event())

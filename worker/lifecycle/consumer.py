@@ -37,7 +37,8 @@ from worker.leases.table import LeaseTable
 from worker.observability import metrics
 from worker.processing.pipeline import ShardPipeline
 from worker.records import StreamRecord
-from worker.retrieval.reader import TRIM_HORIZON, IdlePollBudget, ShardReader, StartPosition
+from worker.retrieval.idle_budget import IdlePollBudget
+from worker.retrieval.reader import TRIM_HORIZON, ShardReader, StartPosition
 from worker.retry import call_aws
 
 log = structlog.get_logger(__name__)

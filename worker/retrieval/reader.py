@@ -26,6 +26,7 @@ from worker.aws import error_code
 from worker.config import ReaderConfig
 from worker.errors import ShardGoneError, TrimmedDataError
 from worker.observability import metrics
+from worker.retrieval.idle_budget import IdlePollBudget
 from worker.retry import call_aws
 
 log = structlog.get_logger(__name__)
@@ -157,51 +158,38 @@ class ShardReader:
 
         Empty reads back off from ``idle_poll_seconds`` to ``max_idle_poll_seconds``, or
         further when the process's idle shards would exceed the shared
-        :class:`IdlePollBudget`; a page with records is followed by the next read at once.
+        :class:`IdlePollBudget`, whose ticks then time the polls; a page with records is
+        followed by the next read at once.
         """
         delay = self._config.idle_poll_seconds
+        configured = self._config.max_idle_poll_seconds
         idle = False
+        # One waiter on ``stop`` for the whole idle spell, not a task per poll.
+        stopped: asyncio.Future[bool] | None = None
         try:
             while not stop.is_set():
                 page = await self.read_page()
                 if page.records or page.shard_end:
                     return page
+                if stopped is None:
+                    stopped = asyncio.ensure_future(stop.wait())
                 if not idle and self._budget is not None:
                     idle = True
                     self._budget.idle_readers += 1
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=delay)
-                except TimeoutError:
-                    pass
-                configured = self._config.max_idle_poll_seconds
+                if self._budget is not None and delay >= configured:
+                    await asyncio.wait((self._budget.tick_after(delay), stopped),
+                                       return_when=asyncio.FIRST_COMPLETED)
+                else:
+                    await asyncio.wait((stopped,), timeout=delay)
                 delay = min(max(delay * 2, 0.05), configured)
                 ceiling = self._budget.ceiling(configured) if self._budget is not None else configured
                 if delay >= configured and ceiling > configured:
                     # Past the configured back-off, go straight to the budget's pace, spread
-                    # at random so that many idle shards do not poll in step.
+                    # at random so that many idle shards do not all poll in the same tick.
                     delay = ceiling * random.uniform(0.5, 1.5)
             return None
         finally:
+            if stopped is not None:
+                stopped.cancel()
             if idle and self._budget is not None:
                 self._budget.idle_readers -= 1
-
-
-class IdlePollBudget:
-    """Caps how many GetRecords calls a process's idle shards make per second.
-
-    Each idle poll costs about a millisecond of CPU in the SDK; a process holding 1,000 idle
-    shards polling every second would spend a whole core on empty reads. While more shards
-    are idle than ``polls_per_second * max_idle_poll_seconds``, their back-off ceiling grows
-    to ``idle shards / polls_per_second``. A shard that receives records polls at full speed
-    again at once, so lag under load is unaffected; the first record after a long quiet
-    spell may wait up to that ceiling.
-    """
-
-    def __init__(self, polls_per_second: float) -> None:
-        self.polls_per_second = polls_per_second
-        self.idle_readers = 0
-
-    def ceiling(self, configured: float) -> float:
-        if self.polls_per_second <= 0:
-            return configured
-        return max(configured, self.idle_readers / self.polls_per_second)
