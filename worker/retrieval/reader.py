@@ -165,7 +165,7 @@ class ShardReader:
         configured = self._config.max_idle_poll_seconds
         idle = False
         # One waiter on ``stop`` for the whole idle spell, not a task per poll.
-        stopped: asyncio.Future[bool] | None = None
+        stopped: asyncio.Future[Any] | None = None
         try:
             while not stop.is_set():
                 page = await self.read_page()
@@ -173,14 +173,14 @@ class ShardReader:
                     return page
                 if stopped is None:
                     stopped = asyncio.ensure_future(stop.wait())
+                waits: tuple[asyncio.Future[Any], ...] = (stopped,)
                 if not idle and self._budget is not None:
                     idle = True
                     self._budget.idle_readers += 1
                 if self._budget is not None and delay >= configured:
-                    await asyncio.wait((self._budget.tick_after(delay), stopped),
-                                       return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait((self._budget.tick_after(delay), *waits), return_when=asyncio.FIRST_COMPLETED)
                 else:
-                    await asyncio.wait((stopped,), timeout=delay)
+                    await asyncio.wait(waits, timeout=delay)
                 delay = min(max(delay * 2, 0.05), configured)
                 ceiling = self._budget.ceiling(configured) if self._budget is not None else configured
                 if delay >= configured and ceiling > configured:
