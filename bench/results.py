@@ -28,8 +28,12 @@ def machine() -> str:
     return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
-def merge(section: str, values: dict[str, Any]) -> dict[str, Any]:
+def merge(section: str, values: dict[str, Any], replace_prefix: str | None = None) -> dict[str, Any]:
+    """Add ``values``; with ``replace_prefix``, first drop every earlier key starting with it
+    (a benchmark that renamed or dropped a key leaves no stale figure behind)."""
     data: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    if replace_prefix:
+        data = {key: value for key, value in data.items() if not key.startswith(replace_prefix)}
     data.update(values)
     data.setdefault("runs", {})[section] = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

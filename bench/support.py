@@ -84,10 +84,12 @@ class Processes:
 
 class BenchMoto(MotoServer):
     """A moto server process running ``bench.moto_server`` (moto_server with atomic stream
-    sequence numbers) on a free loopback port; ``stop()`` ends it."""
+    sequence numbers, less per-request overhead and, with ``latency_ms``, a modelled network
+    round trip on every request) on a free loopback port; ``stop()`` ends it."""
 
-    def __init__(self) -> None:
-        super().__init__(command=[sys.executable, "-m", "bench.moto_server"], cwd=REPO)
+    def __init__(self, latency_ms: float = 0.0) -> None:
+        extra = ["--latency-ms", str(latency_ms)] if latency_ms > 0 else []
+        super().__init__(command=[sys.executable, "-m", "bench.moto_server", *extra], cwd=REPO)
 
 
 def start_simulator(procs: Processes, streams: list[str], *extra: str,
