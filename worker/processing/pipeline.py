@@ -25,6 +25,10 @@ from worker.processing.tracker import ProgressTracker
 from worker.records import StreamRecord
 
 
+# json.dumps with options builds a new encoder on every call; the lane rule's encoder is built once.
+_KEY_ENCODER = json.JSONEncoder(sort_keys=True, default=str)
+
+
 class ShardPipeline:
     def __init__(
         self,
@@ -42,6 +46,7 @@ class ShardPipeline:
         self._max_in_flight = max_in_flight
         self._hash_key = hash_key
         self._label = stream_label
+        self._unrouted = metrics.records_unrouted.labels(stream_label)
         self._lanes: dict[tuple[str, int], asyncio.Queue[StreamRecord]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._progress = asyncio.Event()
@@ -57,7 +62,7 @@ class ShardPipeline:
             return 0
         keys = record.raw.get("dynamodb", {}).get("Keys", {})
         key = keys.get(self._hash_key) if self._hash_key else None
-        token = json.dumps(key if key is not None else keys, sort_keys=True, default=str)
+        token = _KEY_ENCODER.encode(key if key is not None else keys)
         return zlib.crc32(token.encode()) % route.parallelization_factor
 
     def submit(self, record: StreamRecord) -> None:
@@ -66,7 +71,7 @@ class ShardPipeline:
         routes = self._routes_for(record)
         self.tracker.add(record.sequence_number, len(routes))
         if not routes:
-            metrics.records_unrouted.labels(self._label).inc()
+            self._unrouted.inc()
             self._notify_progress()
             return
         for route in routes:
