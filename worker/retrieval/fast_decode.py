@@ -2,7 +2,8 @@
 
 botocore's shape-driven parser costs about 6x what ``json.loads`` costs for a page of
 stream records (ARCHITECTURE.md section 5), and it is the first bottleneck of a consumer.
-For a successful ``GetRecords`` response this hook decodes the body with ``json.loads``,
+For a successful ``GetRecords`` response this hook decodes the body with ``orjson`` (the
+same values as ``json.loads``, in about half the time),
 hands the records to the SDK as its "customized" response, and leaves the parser an empty
 object. Errors (status >= 300) are parsed by the SDK as usual, so error codes, retries and
 exceptions do not change.
@@ -14,8 +15,9 @@ binary values (``B``/``BS``) stay base64 text (``records.decode_image`` decodes 
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+import orjson
 
 EVENT = "before-parse.dynamodb-streams.GetRecords"
 
@@ -24,7 +26,7 @@ def _parse_get_records(response_dict: dict[str, Any], customized_response_dict: 
                        **_: Any) -> None:
     if response_dict.get("status_code") != 200:
         return
-    data = json.loads(response_dict["body"] or b"{}")
+    data = orjson.loads(response_dict["body"] or b"{}")
     customized_response_dict["Records"] = data.get("Records", [])
     if data.get("NextShardIterator"):
         customized_response_dict["NextShardIterator"] = data["NextShardIterator"]
