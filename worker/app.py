@@ -25,6 +25,7 @@ from worker.aws import AwsClients, error_code
 from worker.config import Config
 from worker.deadletter import DeadLetterDestination, build_dead_letters
 from worker.errors import SetupError, StartupError, TrimmedDataError
+from worker.gc_tuning import tune_garbage_collector
 from worker.leases.coordinator import LeaseCoordinator
 from worker.leases.model import Lease
 from worker.leases.table import LeaseTable
@@ -76,8 +77,10 @@ class App:
         *,
         observers: list[ProcessingObserver] | None = None,
         metrics_port: int | None = None,
+        tune_gc: bool = False,
     ) -> None:
         self.config = config
+        self._tune_gc = tune_gc  # the `run` process does; in-process tests do not (worker/gc_tuning.py)
         self.worker_id = config.worker.resolved_id()
         self._observers = list(observers or [])
         self._metrics_port = config.observability.metrics.port if metrics_port is None else metrics_port
@@ -187,6 +190,8 @@ class App:
             await self.health.start()
         metrics.up.set(1)
         self._started = True
+        if self._tune_gc:
+            tune_garbage_collector()
         self._log.info("start worker", streams=sorted(info.table for info in self.streams.values()))
 
     # A loop that crashed is restarted; it counts against readiness for this long after.

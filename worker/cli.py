@@ -51,7 +51,7 @@ def _remember_signal(signum: int, frame: object) -> None:
 async def _run(config: Config, metrics_port: int | None) -> int:
     from worker.app import App
 
-    app = App(config, metrics_port=metrics_port)
+    app = App(config, metrics_port=metrics_port, tune_gc=True)
     loop = asyncio.get_running_loop()
     signals_seen = 0
 
