@@ -802,3 +802,34 @@ async def test_take_lost_to_another_worker_is_not_retried(make_table: TableFacto
     assert rec.acquired == [] and a.held == {}
     row = (await rows(flaky))[shard_id]
     assert (row.owner, row.counter) == ("worker-b", 1)
+
+
+class FailingNoticeTable(LeaseTable):
+    """The stolen-lease notice to the victim fails (throttled, say)."""
+
+    async def notify_worker(self, worker_id: str) -> None:
+        raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"},
+                           "ResponseMetadata": {"HTTPStatusCode": 400}}, "UpdateItem")
+
+
+async def test_a_failed_stolen_lease_notice_does_not_undo_the_steal(make_table: TableFactory) -> None:
+    """The notice is best effort (the victim's fenced writes fail anyway): the thief keeps what
+    it stole and its pass completes, instead of the taker loop crashing."""
+    shared = await make_table()
+    await create_leases(shared, 4)
+    config = lease_cfg(max_steals_per_pass=2)
+    a, rec_a = coordinator(shared, "worker-a", config)
+    b, rec_b = coordinator(await make_table(FailingNoticeTable), "worker-b", config)
+    await beat_and_poll(a)
+    assert len(await a.take_pass()) == 4
+
+    await beat_and_poll(a, b)
+    stolen = await b.take_pass()
+    assert len(stolen) == 2 and held(b) == {lease.shard_id for lease in stolen}
+    assert count_by_owner(await owners(shared)) == {"worker-a": 2, "worker-b": 2}
+    workers = {w.worker_id: w for w in await shared.list_workers()}
+    assert workers["worker-a"].lease_changes == 0  # the notice never landed
+    # The victim still finds out at its own pass (the rows say so).
+    await beat_and_poll(a, b)
+    await a.take_pass()
+    assert sorted(rec_a.lost_shards) == sorted(lease.shard_id for lease in stolen)

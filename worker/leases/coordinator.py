@@ -262,7 +262,11 @@ class LeaseCoordinator:
         random.shuffle(candidates)
         stolen = [lease for lease in [await self._take(lease, now) for lease in candidates[:count]] if lease]
         if stolen:
-            await self._table.notify_worker(victim)
+            try:
+                await self._table.notify_worker(victim)
+            except Exception as exc:  # noqa: BLE001 - best effort: the victim's fenced writes fail anyway
+                self._log.warning("skip stolen-lease notice", victim=victim, error=type(exc).__name__,
+                                  detail=str(exc)[:200])
         return stolen
 
     async def run_taker(self, stop: asyncio.Event) -> None:
