@@ -11,6 +11,12 @@ DynamoDB and DynamoDB Streams request names its table in the body (``TableName``
 ``RequestItems`` keys, a stream ARN, or a moto shard iterator, which starts with the
 table's ARN). Requests that name none of the groups go to the last process.
 
+Limits (none silent: a request routed to the wrong moto fails, its table is not there): a
+``BatchWriteItem``/``BatchGetItem``/``Transact*Items`` naming tables of several groups goes
+to the first group that matches; PartiQL statements and ``ListStreams`` without a table go
+to the last process; HAProxy looks at the first 16 KB of a body. The seed chain makes
+single-table calls with small items, so none of this applies to the e2e benchmark.
+
 HAProxy comes from Debian's ``haproxy`` package, installed on first use when missing
 (tests/debian_packages.py, as the deploy tests install prometheus).
 """
@@ -27,6 +33,12 @@ from typing import IO
 from bench.support import BenchMoto
 from tests.debian_packages import ensure_tool
 from tests.moto_process import free_port
+
+
+def _literal(table: str) -> str:
+    """A table name inside an HAProxy regex: of DynamoDB's name characters ([a-zA-Z0-9_.-])
+    only the dot means something there."""
+    return table.replace(".", "\\.")
 
 
 def haproxy_config(port: int, groups: list[tuple[list[str], int]], default_port: int) -> str:
@@ -46,8 +58,8 @@ def haproxy_config(port: int, groups: list[tuple[list[str], int]], default_port:
         for number, table in enumerate(tables):
             name = f"g{index}t{number}"
             lines += [
-                f"    acl {name}_table req.body -m reg '\"TableName\": ?\"{table}\"'",
-                f"    acl {name}_batch req.body -m reg '\"RequestItems\": ?\\{{\"{table}\"'",
+                f"    acl {name}_table req.body -m reg '\"TableName\": ?\"{_literal(table)}\"'",
+                f"    acl {name}_batch req.body -m reg '\"RequestItems\": ?\\{{\"{_literal(table)}\"'",
                 f"    acl {name}_stream req.body -m sub table/{table}/stream",
             ]
             names.append(f"{name}_table or {name}_batch or streams_api {name}_stream")

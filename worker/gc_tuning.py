@@ -11,6 +11,10 @@ So once started, the worker collects once and *freezes* what is alive then (SDK 
 config, handlers, clients: they live as long as the process), so that later collections
 never walk it again, and raises the youngest generation's threshold so that collections
 run less often. Tests that run the App in-process leave the collector alone.
+
+What is frozen is never collected, even if it later becomes garbage: the supervisor's
+start-up tasks and anything else alive at that moment. That is a one-time, bounded amount
+(what start-up created), traded for every later collection skipping it.
 """
 
 from __future__ import annotations

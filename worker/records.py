@@ -123,6 +123,8 @@ class StreamRecord:
         if value is None:
             return None
         if isinstance(value, datetime):
+            if value.tzinfo is None:  # naive means UTC here, as everywhere in the worker
+                value = value.replace(tzinfo=timezone.utc)
             return value.timestamp()
         return float(value)
 

@@ -128,6 +128,16 @@ def test_approximate_creation_time() -> None:
     assert record(make_record(3)).approximate_creation_time is None
 
 
+def test_approximate_creation_epoch_in_every_form() -> None:
+    stamp = datetime(2024, 5, 1, 12, 30, 45, tzinfo=timezone.utc)
+    forms: list[Any] = [1714566645, 1714566645.0, stamp, stamp.replace(tzinfo=None)]  # naive: UTC
+    for index, value in enumerate(forms):
+        rec = record(make_record(index))
+        rec.raw["dynamodb"]["ApproximateCreationDateTime"] = value
+        assert rec.approximate_creation_epoch == 1714566645.0, value
+    assert record(make_record(9)).approximate_creation_epoch is None
+
+
 def test_item_key_is_stable_across_attribute_order() -> None:
     a = record(make_record(1, keys={"pk": {"S": "a"}, "sk": {"N": "1"}}))
     b = record(make_record(2, keys={"sk": {"N": "1"}, "pk": {"S": "a"}}))

@@ -60,3 +60,19 @@ async def test_one_call_at_a_time() -> None:
     with pytest.raises(RuntimeError, match="one call at a time"):
         await watchdog.run(_quick(1), timeout=5.0)
     await first
+
+
+async def test_a_call_that_swallows_the_timeout_leaves_no_cancel_request_behind() -> None:
+    watchdog = Watchdog()
+
+    async def stubborn() -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            return "finished anyway"
+        return "not reached"
+
+    task = asyncio.current_task()
+    assert task is not None
+    assert await watchdog.run(stubborn(), timeout=0.02) == "finished anyway"
+    assert task.cancelling() == 0

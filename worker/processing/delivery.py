@@ -335,12 +335,26 @@ class _RecordLog:
         self._record = record
         self._bound: Any = None
 
-    def __getattr__(self, name: str) -> Any:
+    def _logger(self) -> Any:
         if self._bound is None:
             record = self._record
             self._bound = self._route_log.bind(shard=record.shard_id, seq=record.sequence_number,
                                                correlation_id=_correlation_id(record))
-        return getattr(self._bound, name)
+        return self._bound
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy/pickle probes: not the logger's business
+            raise AttributeError(name)
+        return getattr(self._logger(), name)
+
+    def __copy__(self) -> Any:
+        return self._logger()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self._logger()
+
+    def __repr__(self) -> str:
+        return repr(self._logger())
 
 
 def _correlation_id(record: StreamRecord) -> str:

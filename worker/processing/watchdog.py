@@ -42,13 +42,17 @@ class Watchdog:
         self._deadline = deadline = loop.time() + timeout
         if self._timer is None:
             self._timer = loop.call_at(deadline, self._check)
+        cancelled = False
         try:
             return await call
         except asyncio.CancelledError:
+            cancelled = True
             if self._expired and task.uncancel() <= cancelling:
                 raise HandlerTimeout() from None
             raise
         finally:
+            if self._expired and not cancelled:
+                task.uncancel()  # the call swallowed our cancel: take the request back
             self._deadline = None
             self._task = None
 
