@@ -19,6 +19,8 @@ import structlog
 
 from worker import __version__
 from worker.config import Config, load_config
+from worker.entry import early_signals as _early_signals
+from worker.entry import remember_signal as _remember_signal
 from worker.errors import ConfigError, SetupError, StartupError
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
@@ -40,12 +42,8 @@ def _load(path: str) -> Config:
 
 
 # Signals that arrive while the process is still importing and loading its config, before
-# the event loop's handlers exist: remembered here and honoured as soon as the loop runs.
-_early_signals: list[int] = []
-
-
-def _remember_signal(signum: int, frame: object) -> None:
-    _early_signals.append(signum)
+# the event loop's handlers exist: remembered (worker/entry.py catches them from the
+# console script's first moment) and honoured as soon as the loop runs.
 
 
 async def _run(config: Config, metrics_port: int | None) -> int:

@@ -200,3 +200,37 @@ async def test_run_process_chain_then_sigterm_exits_0_and_releases(
     assert not any("NewImage" in json.dumps(line) for line in lines), "item images must not be logged"
     rows = await lease_rows(ddb, config)
     assert len(rows) == 2 and all("owner" not in row for row in rows)
+
+
+# A child interpreter whose import of worker.cli (the ~0.3 s of SDK and pydantic imports
+# that follow the console script's start) is preceded by a SIGTERM to itself: what a
+# container stop at that moment delivers. Without worker/entry.py's early handler the
+# process dies by the signal; with it, the signal is remembered and honoured once the loop runs.
+_SIGTERM_WHILE_IMPORTING = """
+import importlib.abc, os, signal, sys
+class SignalOnCliImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "worker.cli":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return None
+sys.meta_path.insert(0, SignalOnCliImport())
+sys.argv = ["stream-worker", "run", "--config", sys.argv[1], "--metrics-port", "0"]
+from worker.entry import main
+raise SystemExit(main())
+"""
+
+
+async def test_sigterm_while_the_cli_imports_is_a_graceful_stop(
+    tmp_path: Path, moto_url: str, prefix: str, aws: dict[str, Any]
+) -> None:
+    doc = seed_document(moto_url, prefix)
+    doc["observability"]["logging"] = {"level": "INFO", "format": "json"}
+    path = _write_config(tmp_path, doc)
+    await setup_tables(seed_config(moto_url, prefix))
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", _SIGTERM_WHILE_IMPORTING, str(path)],
+        capture_output=True, text=True, timeout=90, cwd=Path(__file__).resolve().parents[2],
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    events = [json.loads(line).get("event") for line in result.stderr.splitlines() if line.startswith("{")]
+    assert "stop on signal" in events and events[-1] == "stop worker"
