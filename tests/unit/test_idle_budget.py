@@ -84,7 +84,9 @@ async def test_idle_readers_past_the_budget_poll_together_on_ticks() -> None:
     assert await asyncio.wait_for(asyncio.gather(*tasks), timeout=5) == [None] * 30
     # Ignore the first polls (the configured back-off, before the ceiling applies).
     settled = poll_ticks[len(poll_ticks) // 2:]
-    on_tick = [t for t in settled if t - int(t) < 0.2]  # within 20 ms after a tick
+    # Within the first half of a tick period (polls not tied to ticks would land there only
+    # half of the time); loose on purpose, so that a slow machine does not fail it.
+    on_tick = [t for t in settled if t - int(t) < 0.5]
     assert len(on_tick) >= 0.9 * len(settled), settled
     assert len(settled) > len({int(t) for t in settled})  # ticks are shared by several polls
 

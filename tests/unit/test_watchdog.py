@@ -26,13 +26,15 @@ async def test_calls_in_time_return_their_result_and_share_one_timer() -> None:
 
 async def test_a_hanging_call_times_out_after_an_early_timer_rearms() -> None:
     watchdog = Watchdog()
-    assert await watchdog.run(_quick(1), timeout=0.05) == 1  # arms a timer for its own deadline
-    await asyncio.sleep(0.03)
+    assert await watchdog.run(_quick(1), timeout=0.5) == 1  # arms a timer for its own deadline
+    first_timer = watchdog._timer
+    await asyncio.sleep(0.3)
     # This call's deadline is later than the pending timer's: the timer fires early, finds
     # this call still running, and re-arms for its deadline.
     with pytest.raises(HandlerTimeout):
-        await watchdog.run(asyncio.sleep(30), timeout=0.05)
-    assert await watchdog.run(_quick(2), timeout=0.05) == 2  # usable after a timeout
+        await watchdog.run(asyncio.sleep(30), timeout=0.5)
+    assert first_timer is not None and watchdog._timer is None  # fired, re-armed, fired
+    assert await watchdog.run(_quick(2), timeout=0.5) == 2  # usable after a timeout
 
 
 async def test_a_cancellation_from_outside_is_not_a_timeout() -> None:
