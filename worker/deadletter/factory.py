@@ -42,7 +42,7 @@ async def build_dead_letter_source(
     if config.type == "sns":
         raise ConfigError([("dead_letter.type", f"dead-letter type 'sns' cannot be replayed: {REPLAY_HINT}")])
     store = await _build(config, clients, table_names)
-    assert not isinstance(store, SnsDeadLetters)
+    assert isinstance(store, DeadLetterSource)
     return store
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from worker.deadletter.base import Parked
 from worker.deadletter.errors import DeadLetterTooLarge
 from worker.deadletter.message import DeadLetter
 from worker.deadletter.sqs import SQS_MAX_MESSAGE_BYTES, encoded_size, fifo_fields, message_attributes
@@ -27,7 +26,9 @@ REPLAY_HINT = (
 
 
 class SnsDeadLetters:
-    """Publishes letters to ``topic_arn``; ``fetch``/``acknowledge`` raise NotImplementedError."""
+    """Publishes letters to ``topic_arn``. A destination only, not a :class:`DeadLetterSource`
+    (no ``fetch``/``acknowledge``): ``build_dead_letter_source`` refuses type ``sns`` with
+    :data:`REPLAY_HINT`."""
 
     def __init__(self, client: Any, topic_arn: str, *, max_message_bytes: int = SNS_MAX_MESSAGE_BYTES) -> None:
         self._client = client
@@ -43,12 +44,6 @@ class SnsDeadLetters:
             raise DeadLetterTooLarge("SNS", message.id, size, self._max_message_bytes)
         extra = fifo_fields(message) if self._fifo else {}
         await self._client.publish(TopicArn=self._topic_arn, Message=body, MessageAttributes=attributes, **extra)
-
-    async def fetch(self, limit: int) -> list[Parked]:
-        raise NotImplementedError(REPLAY_HINT)
-
-    async def acknowledge(self, parked: Parked) -> None:
-        raise NotImplementedError(REPLAY_HINT)
 
     async def close(self) -> None:
         # The client is shared and owned by AwsClients.
