@@ -24,7 +24,18 @@ import structlog
 from boto3.dynamodb.types import Binary, TypeDeserializer
 from prometheus_client import REGISTRY
 
-from tests.integration.helpers import chain_done, lease_rows, scan_all, seed_document, setup_tables, wait_until
+from tests.integration.helpers import (
+    chain_done,
+    jsonl_letters,
+    lease_rows,
+    scan_all,
+    seed_document,
+    seq,
+    setup_tables,
+    stream_records,
+    wait_checkpoint,
+    wait_until,
+)
 from worker.app import App
 from worker.config import Config, parse_config
 from worker.deadletter import DeadLetter, dead_letter_id
@@ -135,42 +146,6 @@ async def running(config: Config, observed: Observed) -> AsyncIterator[list[Muta
     crash_logs = [entry for entry in logs if entry["event"] in ("restart crashed consumer", "restart crashed loop")]
     assert crash_logs == []
     assert crashes() == before
-
-
-async def stream_records(aws: dict[str, Any], config: Config, logical: str) -> list[dict[str, Any]]:
-    """Every raw record of the table's stream (all shards), read from TRIM_HORIZON."""
-    ddb, streams = aws["dynamodb"], aws["dynamodbstreams"]
-    arn = (await ddb.describe_table(TableName=config.tables[logical].name))["Table"]["LatestStreamArn"]
-    shards = (await streams.describe_stream(StreamArn=arn))["StreamDescription"]["Shards"]
-    found: list[dict[str, Any]] = []
-    for shard in shards:
-        iterator = (await streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"],
-                                                     ShardIteratorType="TRIM_HORIZON"))["ShardIterator"]
-        while iterator:
-            page = await streams.get_records(ShardIterator=iterator)
-            found.extend(page["Records"])
-            if not page["Records"]:
-                break
-            iterator = page.get("NextShardIterator")
-    return found
-
-
-def seq(record: dict[str, Any]) -> str:
-    return str(record["dynamodb"]["SequenceNumber"])
-
-
-async def wait_checkpoint(ddb: Any, config: Config, logical: str, expected: str, timeout: float = 10) -> None:
-    async def reached() -> bool:
-        rows = [row for row in await lease_rows(ddb, config) if row.get("table") == logical]
-        return len(rows) == 1 and rows[0].get("checkpoint") == expected
-
-    await wait_until(reached, timeout=timeout, interval=0.05)
-
-
-def jsonl_letters(path: Path) -> list[DeadLetter]:
-    if not path.exists():
-        return []
-    return [DeadLetter.from_json(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _plain(value: Any) -> Any:

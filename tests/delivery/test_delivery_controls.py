@@ -29,11 +29,16 @@ from tests.integration.helpers import (
     REPO,
     Recorder,
     chain_done,
+    checkpoint,
+    jsonl_letters,
     lease_rows,
     scan_all,
     seed_document,
     setup_tables,
+    seq,
     snapshot,
+    stream_records,
+    wait_checkpoint,
     wait_until,
     write_orders,
 )
@@ -111,43 +116,25 @@ async def put(ddb: Any, config: Config, key: str, counter: int = 0, **attributes
     await ddb.put_item(TableName=config.tables["orders"].name, Item=item)
 
 
-async def stream_records(aws: dict[str, Any], config: Config, logical: str) -> list[dict[str, Any]]:
-    """Every raw record of the table's stream, read from TRIM_HORIZON with our own client."""
-    ddb, streams = aws["dynamodb"], aws["dynamodbstreams"]
-    arn = (await ddb.describe_table(TableName=config.tables[logical].name))["Table"]["LatestStreamArn"]
-    shards = (await streams.describe_stream(StreamArn=arn))["StreamDescription"]["Shards"]
-    found: list[dict[str, Any]] = []
-    for shard in shards:
-        iterator = (await streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"],
-                                                     ShardIteratorType="TRIM_HORIZON"))["ShardIterator"]
-        while iterator:
-            page = await streams.get_records(ShardIterator=iterator)
-            found.extend(page["Records"])
-            if not page["Records"]:
-                break
-            iterator = page.get("NextShardIterator")
-    return found
+async def prepared(moto_url: str, prefix: str, routes: list[dict[str, Any]]) -> Config:
+    """The test config with ``routes``, its tables created."""
+    config = build(document(moto_url, prefix, routes))
+    await setup_tables(config)
+    return config
 
 
-def seq(record: dict[str, Any]) -> str:
-    return str(record["dynamodb"]["SequenceNumber"])
+async def run_until_checkpointed(aws: dict[str, Any], config: Config,
+                                 recorder: Recorder | None = None) -> list[dict[str, Any]]:
+    """Run a worker until the checkpoint of the orders stream is at its last record (every
+    record written so far is handled or parked); returns the stream's records."""
+    records = await stream_records(aws, config, "orders")
+    async with running(config, recorder):
+        await wait_checkpoint(aws["dynamodb"], config, "orders", seq(records[-1]))
+    return records
 
 
 def key_of(record: dict[str, Any]) -> str:
     return str(record["dynamodb"]["Keys"]["orderId"]["S"])
-
-
-async def checkpoint(ddb: Any, config: Config, logical: str) -> str | None:
-    rows = [row for row in await lease_rows(ddb, config) if row.get("table") == logical]
-    assert len(rows) <= 1, rows
-    return rows[0].get("checkpoint") if rows else None
-
-
-async def wait_checkpoint(ddb: Any, config: Config, logical: str, expected: str, timeout: float = 10) -> None:
-    async def reached() -> bool:
-        return await checkpoint(ddb, config, logical) == expected
-
-    await wait_until(reached, timeout=timeout, interval=0.05)
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
@@ -163,12 +150,6 @@ async def wait_owned(ddb: Any, config: Config) -> None:
         return bool(rows) and all(row.get("owner") for row in rows)
 
     await wait_until(owned, timeout=10, interval=0.05)
-
-
-def jsonl_letters(path: Path) -> list[DeadLetter]:
-    if not path.exists():
-        return []
-    return [DeadLetter.from_json(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 async def sqs_letters(sqs: Any, queue_url: str) -> list[tuple[DeadLetter, dict[str, Any]]]:
@@ -233,8 +214,7 @@ async def test_batching_window_gathers_records_across_reads_up_to_batch_size(
     moto_url: str, prefix: str, aws: dict[str, Any]
 ) -> None:
     ddb = aws["dynamodb"]
-    config = build(document(moto_url, prefix, [batch_route(batch_size=4, batching_window_seconds=1)]))
-    await setup_tables(config)
+    config = await prepared(moto_url, prefix, [batch_route(batch_size=4, batching_window_seconds=1)])
     async with running(config):
         await wait_owned(ddb, config)
         # One record every 0.1 s: the reader sees them in several pages; the 1 s window
@@ -257,13 +237,10 @@ async def test_batching_window_gathers_records_across_reads_up_to_batch_size(
 
 async def test_batches_without_window_stay_within_batch_size(moto_url: str, prefix: str, aws: dict[str, Any]) -> None:
     ddb = aws["dynamodb"]
-    config = build(document(moto_url, prefix, [batch_route(batch_size=4, batching_window_seconds=0)]))
-    await setup_tables(config)
+    config = await prepared(moto_url, prefix, [batch_route(batch_size=4, batching_window_seconds=0)])
     for i in range(10):  # all written before the worker starts: one page of 10
         await put(ddb, config, f"w-{i}", i)
-    records = await stream_records(aws, config, "orders")
-    async with running(config):
-        await wait_checkpoint(ddb, config, "orders", seq(records[-1]))
+    records = await run_until_checkpointed(aws, config)
 
     sequence = [seq(r) for r in records]
     assert [[item.seq for item in batch] for batch in handlers.batches] == [
@@ -278,8 +255,7 @@ async def test_batches_without_window_stay_within_batch_size(moto_url: str, pref
 async def test_parallel_lanes_keep_per_key_order(moto_url: str, prefix: str, aws: dict[str, Any], factor: int) -> None:
     ddb = aws["dynamodb"]
     route = record_route(parallelization_factor=factor, options={"sleep": 0.04})
-    config = build(document(moto_url, prefix, [route]))
-    await setup_tables(config)
+    config = await prepared(moto_url, prefix, [route])
     order_keys = [f"key-{k}" for k in range(8)]
     assert len({lane_of(k, 4) for k in order_keys}) > 1  # the keys spread over several lanes
     for counter in range(5):  # INSERT, then 4 MODIFYs per key, keys interleaved
@@ -314,8 +290,7 @@ async def test_filter_patterns_route_matching_records_and_acknowledge_the_rest(
 ) -> None:
     ddb = aws["dynamodb"]
     pattern = {"dynamodb": {"NewImage": {"status": {"S": ["NEW"]}, "amount": {"N": [{"numeric": [">", 10]}]}}}}
-    config = build(document(moto_url, prefix, [record_route("filtered", filters=[pattern])]))
-    await setup_tables(config)
+    config = await prepared(moto_url, prefix, [record_route("filtered", filters=[pattern])])
     await put(ddb, config, "f-1", 0, amount={"N": "12.5"})  # match
     await put(ddb, config, "f-2", 0, amount={"N": "5"})
     await put(ddb, config, "f-3", 0, status={"S": "SHIPPED"}, amount={"N": "50"})
@@ -404,14 +379,11 @@ async def test_permanent_error_is_parked_at_once(
     path = tmp_path / "letters.jsonl"
     route = record_route("strict", retry={"max_attempts": 5, **FAST_RETRY},
                          dead_letter={"type": "jsonl", "path": str(path)})
-    config = build(document(moto_url, prefix, [route]))
-    await setup_tables(config)
+    config = await prepared(moto_url, prefix, [route])
     handlers.permanent_keys.add("p-bad")
     for key in ("p-0", "p-bad", "p-1"):
         await put(ddb, config, key)
-    records = await stream_records(aws, config, "orders")
-    async with running(config):
-        await wait_checkpoint(ddb, config, "orders", seq(records[-1]))
+    records = await run_until_checkpointed(aws, config)
 
     assert [c.key for c in handlers.calls] == ["p-0", "p-bad", "p-1"]  # one call each
     assert [c.key for c in handlers.succeeded] == ["p-0", "p-1"]
@@ -429,14 +401,11 @@ async def test_handler_timeout_counts_as_a_failed_attempt(
     path = tmp_path / "letters.jsonl"
     route = record_route("bounded", timeout_seconds=0.2, options={"slow": 5},
                          retry={"max_attempts": 2, **FAST_RETRY}, dead_letter={"type": "jsonl", "path": str(path)})
-    config = build(document(moto_url, prefix, [route]))
-    await setup_tables(config)
+    config = await prepared(moto_url, prefix, [route])
     handlers.slow_keys.add("t-slow")
     for key in ("t-0", "t-slow", "t-1"):
         await put(ddb, config, key)
-    records = await stream_records(aws, config, "orders")
-    async with running(config):
-        await wait_checkpoint(ddb, config, "orders", seq(records[-1]))
+    records = await run_until_checkpointed(aws, config)
 
     assert [c.key for c in handlers.calls] == ["t-0", "t-slow", "t-slow", "t-1"]
     assert [c.key for c in handlers.succeeded] == ["t-0", "t-1"]
@@ -457,8 +426,7 @@ async def test_bisect_isolates_the_poison_record(
     path = tmp_path / "letters.jsonl"
     route = batch_route(batch_size=10, retry={"max_attempts": 2, "bisect_batch_on_error": True, **FAST_RETRY},
                         dead_letter={"type": "jsonl", "path": str(path)})
-    config = build(document(moto_url, prefix, [route]))
-    await setup_tables(config)
+    config = await prepared(moto_url, prefix, [route])
     handlers.poison_keys.add("k5")
     for i in range(9):
         await put(ddb, config, f"k{i}", i)
@@ -489,14 +457,11 @@ async def test_without_bisect_the_whole_batch_is_parked(
     path = tmp_path / "letters.jsonl"
     route = batch_route(batch_size=10, retry={"max_attempts": 2, "bisect_batch_on_error": False, **FAST_RETRY},
                         dead_letter={"type": "jsonl", "path": str(path)})
-    config = build(document(moto_url, prefix, [route]))
-    await setup_tables(config)
+    config = await prepared(moto_url, prefix, [route])
     handlers.poison_keys.add("k2")
     for i in range(4):
         await put(ddb, config, f"k{i}", i)
-    records = await stream_records(aws, config, "orders")
-    async with running(config):
-        await wait_checkpoint(ddb, config, "orders", seq(records[-1]))
+    records = await run_until_checkpointed(aws, config)
 
     assert [keys(batch) for batch in handlers.batches] == [["k0", "k1", "k2", "k3"]] * 2
     letters = jsonl_letters(path)
@@ -513,8 +478,7 @@ async def test_records_older_than_max_age_are_parked_unhandled(
     path = tmp_path / "letters.jsonl"
     route = batch_route(batch_size=10, retry={"max_record_age_seconds": 2, **FAST_RETRY},
                         dead_letter={"type": "jsonl", "path": str(path)})
-    config = build(document(moto_url, prefix, [route]))
-    await setup_tables(config)
+    config = await prepared(moto_url, prefix, [route])
     for i in range(3):
         await put(ddb, config, f"old-{i}", i)
     await asyncio.sleep(3)  # older than max_record_age_seconds before any worker runs
@@ -545,8 +509,7 @@ async def test_partial_batch_failure_retries_only_the_failed_record(
     moto_url: str, prefix: str, aws: dict[str, Any], by_sequence: bool
 ) -> None:
     ddb = aws["dynamodb"]
-    config = build(document(moto_url, prefix, [batch_route(batch_size=10, retry=FAST_RETRY)]))
-    await setup_tables(config)
+    config = await prepared(moto_url, prefix, [batch_route(batch_size=10, retry=FAST_RETRY)])
     handlers.report_once.add("k2")
     handlers.report_as_sequence = by_sequence
     for i in range(6):
@@ -575,8 +538,7 @@ async def test_failing_dead_letter_write_holds_the_checkpoint_until_it_lands(
     queue_url = f"{moto_url}/{ACCOUNT}/{queue_name}"  # does not exist yet
     route = record_route("parking", retry={"max_attempts": 1, **FAST_RETRY},
                          dead_letter={"type": "sqs", "queue_url": queue_url})
-    config = build(document(moto_url, prefix, [route]))
-    await setup_tables(config)
+    config = await prepared(moto_url, prefix, [route])
     handlers.fail_keys.add("w-bad")
     for key in ("w-0", "w-1", "w-bad", "w-2", "w-3"):
         await put(ddb, config, key)

@@ -14,6 +14,7 @@ import yaml
 
 from worker.aws import AwsClients
 from worker.config import Config, parse_config
+from worker.deadletter import DeadLetter
 from worker.local.tables import create_tables
 from worker.records import StreamRecord
 
@@ -152,3 +153,44 @@ def checkpoint_of(rows: list[dict[str, Any]], logical_table: str) -> str | None:
     matching = [row for row in rows if row.get("table") == logical_table]
     assert len(matching) == 1, f"expected one lease for {logical_table}, got {matching}"
     return matching[0].get("checkpoint")
+
+
+async def stream_records(aws: dict[str, Any], config: Config, logical: str) -> list[dict[str, Any]]:
+    """Every raw record of the table's stream, read from TRIM_HORIZON with our own client."""
+    ddb, streams = aws["dynamodb"], aws["dynamodbstreams"]
+    arn = (await ddb.describe_table(TableName=config.tables[logical].name))["Table"]["LatestStreamArn"]
+    shards = (await streams.describe_stream(StreamArn=arn))["StreamDescription"]["Shards"]
+    found: list[dict[str, Any]] = []
+    for shard in shards:
+        iterator = (await streams.get_shard_iterator(StreamArn=arn, ShardId=shard["ShardId"],
+                                                     ShardIteratorType="TRIM_HORIZON"))["ShardIterator"]
+        while iterator:
+            page = await streams.get_records(ShardIterator=iterator)
+            found.extend(page["Records"])
+            if not page["Records"]:
+                break
+            iterator = page.get("NextShardIterator")
+    return found
+
+
+def seq(record: dict[str, Any]) -> str:
+    return str(record["dynamodb"]["SequenceNumber"])
+
+
+async def checkpoint(ddb: Any, config: Config, logical: str) -> str | None:
+    rows = [row for row in await lease_rows(ddb, config) if row.get("table") == logical]
+    assert len(rows) <= 1, rows
+    return rows[0].get("checkpoint") if rows else None
+
+
+async def wait_checkpoint(ddb: Any, config: Config, logical: str, expected: str, timeout: float = 10) -> None:
+    async def reached() -> bool:
+        return await checkpoint(ddb, config, logical) == expected
+
+    await wait_until(reached, timeout=timeout, interval=0.05)
+
+
+def jsonl_letters(path: Path) -> list[DeadLetter]:
+    if not path.exists():
+        return []
+    return [DeadLetter.from_json(line) for line in path.read_text().splitlines() if line.strip()]
