@@ -32,7 +32,7 @@ from typing import IO
 
 from bench.support import BenchMoto
 from tests.debian_packages import ensure_tool
-from tests.moto_process import free_port
+from tests.moto_process import free_port, terminate
 
 
 def _literal(table: str) -> str:
@@ -98,7 +98,9 @@ class ShardedMoto:
         haproxy = ensure_tool("haproxy", "haproxy")
         try:
             for _ in range(len(self._groups) + 1):
-                self.motos.append(BenchMoto(self._latency_ms).start())
+                moto = BenchMoto(self._latency_ms)
+                self.motos.append(moto)
+                moto.start()
             config = self._dir / "haproxy.cfg"
             routed = [(tables, moto.port) for tables, moto in zip(self._groups, self.motos)]
             config.write_text(haproxy_config(self.port, routed, self.motos[-1].port))
@@ -119,13 +121,8 @@ class ShardedMoto:
             raise
 
     def stop(self) -> None:
-        if self._proxy is not None and self._proxy.poll() is None:
-            self._proxy.terminate()
-            try:
-                self._proxy.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._proxy.kill()
-                self._proxy.wait()
+        if self._proxy is not None:
+            terminate(self._proxy, timeout=10)
         if self._proxy_log is not None:
             self._proxy_log.close()
         for moto in self.motos:

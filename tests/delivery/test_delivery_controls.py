@@ -707,8 +707,10 @@ async def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedP
     return subprocess.CompletedProcess(list(args), process.returncode, stdout.decode(), stderr.decode())
 
 
-async def run_chain(aws: dict[str, Any], config: Config, order_ids: list[str]) -> dict[str, str]:
-    """Run the seed chain for ``order_ids`` to the end; the last sequence number per stream."""
+@contextlib.asynccontextmanager
+async def chain_completed(aws: dict[str, Any], config: Config, order_ids: list[str]) -> AsyncIterator[dict[str, str]]:
+    """A worker that ran the seed chain for ``order_ids`` to the end and checkpointed it;
+    yields the last sequence number per stream while the worker still runs."""
     ddb = aws["dynamodb"]
     async with running(config):
         await write_orders(ddb, config, order_ids)
@@ -716,7 +718,13 @@ async def run_chain(aws: dict[str, Any], config: Config, order_ids: list[str]) -
         last = {logical: seq((await stream_records(aws, config, logical))[-1]) for logical in ("orders", "events")}
         for logical, sequence in last.items():
             await wait_checkpoint(ddb, config, logical, sequence)
-    return last
+        yield last
+
+
+async def run_chain(aws: dict[str, Any], config: Config, order_ids: list[str]) -> dict[str, str]:
+    """Run the seed chain for ``order_ids`` to the end; the last sequence number per stream."""
+    async with chain_completed(aws, config, order_ids) as last:
+        return last
 
 
 async def test_reset_checkpoint_rereads_the_stream_idempotently(
@@ -787,12 +795,7 @@ async def test_status_lists_every_shard_with_owner_checkpoint_and_state(
     await setup_tables(config)
     order_ids = [f"s-{i}" for i in range(3)]
     worker_id = f"{prefix}worker"
-    async with running(config):
-        await write_orders(ddb, config, order_ids)
-        await wait_until(lambda: chain_done(ddb, config, order_ids), timeout=15)
-        last = {logical: seq((await stream_records(aws, config, logical))[-1]) for logical in ("orders", "events")}
-        for logical, sequence in last.items():
-            await wait_checkpoint(ddb, config, logical, sequence)
+    async with chain_completed(aws, config, order_ids) as last:
         async def heartbeat_counts_both_leases() -> bool:
             rows = await scan_all(ddb, config.leases.table)
             return any(r["pk"]["S"] == "worker" and r.get("leases", {}).get("N") == "2" for r in rows)

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tests.moto_process import free_port
+from tests.moto_process import free_port, terminate
 
 
 class PrometheusServer:
@@ -104,10 +104,4 @@ class PrometheusServer:
     def stop(self) -> None:
         if self._proc is None:
             return
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        terminate(self._proc, timeout=20)

@@ -10,7 +10,7 @@ import boto3
 import pytest
 
 from tests.deploy.deploy_files import DEPLOY, load_yaml
-from tests.integration.helpers import chain_done, seed_config, wait_until, write_orders
+from tests.integration.helpers import run_orders, seed_config
 from worker.app import App
 
 TEMPLATE = DEPLOY / "cloudformation" / "tables.yaml"
@@ -93,9 +93,4 @@ async def test_stack_deploys_and_carries_the_chain(moto_url: str, prefix: str, a
     assert config.leases.table == parameters["LeaseTableName"]
     app = App(config, metrics_port=0)
     order_ids = [f"cfn-{i}" for i in range(3)]
-    await app.start()
-    try:
-        await write_orders(ddb, config, order_ids)
-        await wait_until(lambda: chain_done(ddb, config, order_ids), timeout=60)
-    finally:
-        await app.stop()
+    await run_orders(app, ddb, config, order_ids)

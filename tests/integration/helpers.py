@@ -108,6 +108,17 @@ async def snapshot(client: Any, config: Config) -> dict[str, list[dict[str, Any]
     return result
 
 
+async def run_orders(app: Any, client: Any, config: Config, order_ids: list[str], timeout: float = 60) -> None:
+    """Start ``app`` (a worker App), write ``order_ids`` and wait until each one's chain is
+    done, then stop ``app`` (also when the wait fails)."""
+    await app.start()
+    try:
+        await write_orders(client, config, order_ids)
+        await wait_until(lambda: chain_done(client, config, order_ids), timeout=timeout)
+    finally:
+        await app.stop()
+
+
 async def write_orders(client: Any, config: Config, order_ids: list[str]) -> None:
     for order_id in order_ids:
         await client.put_item(

@@ -11,6 +11,7 @@ from tests.integration.helpers import (
     chain_done,
     checkpoint_of,
     lease_rows,
+    run_orders,
     scan_all,
     seed_config,
     setup_tables,
@@ -33,13 +34,8 @@ async def test_chain_for_many_orders(moto_url: str, prefix: str, aws: dict[str, 
     await setup_tables(config)
     recorder = Recorder()
     app = App(config, observers=[recorder])
-    await app.start()
     order_ids = [f"o-{i:03d}" for i in range(40)]
-    try:
-        await write_orders(ddb, config, order_ids)
-        await wait_until(lambda: chain_done(ddb, config, order_ids), timeout=60)
-    finally:
-        await app.stop()
+    await run_orders(app, ddb, config, order_ids)
 
     orders = {o["orderId"]["S"]: o for o in await scan_all(ddb, config.tables["orders"].name)}
     assert {oid: orders[oid]["status"]["S"] for oid in order_ids} == {oid: "PROCESSING" for oid in order_ids}
@@ -77,12 +73,7 @@ async def test_restart_resumes_from_checkpoint(moto_url: str, prefix: str, aws: 
 
     first = Recorder()
     app = App(config, observers=[first])
-    await app.start()
-    try:
-        await write_orders(ddb, config, first_batch)
-        await wait_until(lambda: chain_done(ddb, config, first_batch), timeout=60)
-    finally:
-        await app.stop()
+    await run_orders(app, ddb, config, first_batch)
     checkpoint_before = checkpoint_of(await lease_rows(ddb, config), "orders")
     assert checkpoint_before is not None
 
@@ -109,12 +100,7 @@ async def test_redelivery_leaves_tables_unchanged(moto_url: str, prefix: str, aw
     await setup_tables(config)
     order_ids = [f"r-{i:02d}" for i in range(8)]
     app = App(config)
-    await app.start()
-    try:
-        await write_orders(ddb, config, order_ids)
-        await wait_until(lambda: chain_done(ddb, config, order_ids), timeout=60)
-    finally:
-        await app.stop()
+    await run_orders(app, ddb, config, order_ids)
     before = await snapshot(ddb, config)
 
     # Forget every checkpoint: the next worker replays both streams from TRIM_HORIZON.
