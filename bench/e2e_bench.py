@@ -56,6 +56,7 @@ import boto3
 from bench.results import merge, print_table
 from bench.sharded_moto import ShardedMoto
 from bench.support import (
+    provenance_rows,
     worker_source_hash,
     load_average,
     BenchMoto,
@@ -158,12 +159,13 @@ def run_variant(name: str, parallelization: int | None, orders: int, workdir: Pa
     ``sharded`` one moto per busy table behind HAProxy (bench/sharded_moto.py)."""
     prefix = f"e2e{uuid.uuid4().hex[:6]}-"
     with contextlib.ExitStack() as stack:
+        moto: BenchMoto | ShardedMoto
         if sharded:
-            moto: BenchMoto | ShardedMoto = ShardedMoto(
-                [[f"{prefix}orders"], [f"{prefix}events"], [f"{prefix}shipments"]], latency_ms).start()
+            moto = ShardedMoto([[f"{prefix}orders"], [f"{prefix}events"], [f"{prefix}shipments"]], latency_ms)
         else:
-            moto = BenchMoto(latency_ms).start()
+            moto = BenchMoto(latency_ms)
         stack.callback(moto.stop)
+        moto.start()
         procs = stack.enter_context(Processes())  # exits first: workers stop before moto
         endpoint = moto.url
         doc = variant_document(endpoint, prefix, parallelization)
@@ -275,8 +277,7 @@ def run(orders: int, latencies: list[float], rounds: int) -> dict[str, Any]:
         "e2e_bench_load_avg": load_before,
         "e2e_bench_worker_source": source,
     })
-    rows.append(("worker source (sha256 of worker/**/*.py)", source, "the code measured"))
-    rows.append(("machine load (1 min avg)", f"{load_before:.2f} -> {load_average():.2f}", "start -> end of the run, 2 cores"))
+    rows += provenance_rows(source, load_before)
     print_table("end to end: seed chain, worker vs one-record-at-a-time", rows)
     return values
 

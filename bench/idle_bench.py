@@ -36,6 +36,7 @@ from typing import Any
 
 from bench.results import merge, print_table
 from bench.support import (
+    provenance_rows,
     worker_source_hash,
     load_average,
     BenchMoto,
@@ -154,8 +155,7 @@ def run(shards: int, window: float, settle: float, pool: int, profile: bool, pro
         ("GetRecords errors (whole run)", f"{errors:.0f}", f"worker exit code {exit_code}"),
         ("simulator CPU", f"{sim_pct:.0f}%", "separate process, informational"),
     ]
-    rows.append(("worker source (sha256 of worker/**/*.py)", source, "the code measured"))
-    rows.append(("machine load (1 min avg)", f"{load_before:.2f} -> {load_average():.2f}", "start -> end of the run, 2 cores"))
+    rows += provenance_rows(source, load_before)
     print_table(f"idle: one worker, {shards} idle shards", rows)
     if profile_text:
         out = Path(__file__).resolve().parent / "profiles"

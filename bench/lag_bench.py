@@ -31,6 +31,7 @@ import boto3
 
 from bench.results import merge, print_table
 from bench.support import (
+    provenance_rows,
     worker_source_hash,
     load_average,
     BenchMoto,
@@ -121,8 +122,7 @@ def run(rate: float, seconds: float, settle: float) -> dict[str, Any]:
         ("chain_lag_p50_ms", f"{c50:.0f}", "order written -> shipment handler start (2 hops)"),
         ("chain_lag_p99_ms", f"{c99:.0f}", ""),
     ]
-    rows.append(("worker source (sha256 of worker/**/*.py)", source, "the code measured"))
-    rows.append(("machine load (1 min avg)", f"{load_before:.2f} -> {load_average():.2f}", "start -> end of the run, 2 cores"))
+    rows += provenance_rows(source, load_before)
     print_table("lag: write -> handler start (moto, default reader settings)", rows)
     return {
         "lag_bench_load_avg": load_before,

@@ -22,14 +22,12 @@ compare like with like.
 
 from __future__ import annotations
 
-import functools
 import logging
 import sys
 import threading
 import time
 from typing import Any
 
-import moto.core.responses as moto_responses
 from moto.dynamodb.models.table import StreamShard
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication
 
@@ -55,10 +53,6 @@ def _remembered_backend_for_host(self: DomainDispatcherApplication, host: str | 
 
 
 DomainDispatcherApplication.get_backend_for_host = _remembered_backend_for_host  # type: ignore[method-assign]
-
-# moto lists a response class's methods with inspect.getmembers on every request to find the
-# action's handler (a quarter of a PutItem's time in moto); a class's methods do not change.
-moto_responses.method_names_from_class = functools.lru_cache(maxsize=None)(moto_responses.method_names_from_class)
 
 
 def _add_latency(seconds: float) -> None:

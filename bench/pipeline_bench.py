@@ -44,6 +44,7 @@ from boto3.dynamodb.types import TypeDeserializer
 
 from bench.results import merge, print_table
 from bench.support import (
+    provenance_rows,
     worker_source_hash,
     load_average,
     PY_SPY,
@@ -257,8 +258,7 @@ def run(records: int, shards: int, rounds: int, profile: bool) -> dict[str, Any]
         ("pipeline_vs_bare_cpu_ratio", f"{cpu_ratio:.2f}x", "bare CPU/record / worker CPU/record (load-independent)"),
         ("worker start-up (not counted)", f"{min(startup):.2f} s", "launch to first 'start shard'"),
     ]
-    rows.append(("worker source (sha256 of worker/**/*.py)", source, "the code measured"))
-    rows.append(("machine load (1 min avg)", f"{load_before:.2f} -> {load_average():.2f}", "start -> end of the run, 2 cores"))
+    rows += provenance_rows(source, load_before)
     print_table("pipeline: worker vs bare GetRecords loop", rows)
     if profiles:
         out = Path(__file__).resolve().parent / "profiles"

@@ -163,6 +163,14 @@ def load_average() -> float:
 # -- JSON logs --------------------------------------------------------------------------
 
 
+def provenance_rows(source: str, load_before: float) -> list[tuple[str, str, str]]:
+    """The last rows of every benchmark table: the code measured and the machine's load."""
+    return [
+        ("worker source (sha256 of worker/**/*.py)", source, "the code measured"),
+        ("machine load (1 min avg)", f"{load_before:.2f} -> {load_average():.2f}", "start -> end of the run, 2 cores"),
+    ]
+
+
 def log_events(path: Path) -> Iterator[dict[str, Any]]:
     """The JSON lines of a worker log (other lines, e.g. a traceback, are skipped)."""
     if not path.exists():
