@@ -14,7 +14,10 @@ import aioboto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError
 
+from worker.aws_errors import error_code
 from worker.config import AwsConfig
+
+__all__ = ["AwsClients", "RETRYABLE_CODES", "error_code", "is_retryable_aws_error"]
 
 # Error codes that a later identical call may not hit: back off and retry.
 RETRYABLE_CODES = frozenset(
@@ -33,10 +36,6 @@ RETRYABLE_CODES = frozenset(
 )
 
 
-def error_code(exc: BaseException) -> str | None:
-    if isinstance(exc, ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "")) or None
-    return None
 
 
 def is_retryable_aws_error(exc: BaseException) -> bool:

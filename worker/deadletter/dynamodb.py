@@ -25,6 +25,7 @@ import structlog
 from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import ClientError
 
+from worker.aws_errors import is_conditional_check_failed
 from worker.deadletter.base import Parked
 from worker.deadletter.errors import DeadLetterDecodeError, DeadLetterTooLarge
 from worker.deadletter.message import DeadLetter, utc_iso
@@ -70,12 +71,6 @@ def item_size(item: dict[str, Any]) -> int:
     return size
 
 
-def _is_conditional_failure(exc: ClientError) -> bool:
-    # Not worker.aws.error_code: importing worker.aws here would close an import cycle
-    # (worker.config imports this package).
-    return bool(exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException")
-
-
 class DynamoDbDeadLetters:
     """Parks letters as rows of ``table`` (an aioboto3 resource Table) and replays them.
 
@@ -96,7 +91,7 @@ class DynamoDbDeadLetters:
                 Item=item, ConditionExpression=Attr("id").not_exists() | Attr("status").eq(PARKED)
             )
         except ClientError as exc:
-            if not _is_conditional_failure(exc):
+            if not is_conditional_check_failed(exc):
                 raise
             # Already replayed: see the module docstring.
 
@@ -138,7 +133,7 @@ class DynamoDbDeadLetters:
                 },
             )
         except ClientError as exc:
-            if not _is_conditional_failure(exc):
+            if not is_conditional_check_failed(exc):
                 raise
 
     async def close(self) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from worker.aws import error_code
+from worker.aws_errors import is_conditional_check_failed
 from worker.errors import PermanentError
 from worker.processing.context import HandlerContext
 from worker.publishing.events import Event
@@ -46,7 +46,7 @@ async def process_order(record: StreamRecord, ctx: HandlerContext) -> None:
         )
         ctx.log.info("set order processing", order_id=str(order_id))
     except ClientError as exc:
-        if error_code(exc) != "ConditionalCheckFailedException":
+        if not is_conditional_check_failed(exc):
             raise
         current = (await orders.get_item(Key={"orderId": order_id}, ConsistentRead=True)).get("Item")
         if current is None or current.get("status") != "PROCESSING":

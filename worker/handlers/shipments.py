@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from botocore.exceptions import ClientError
 
-from worker.aws import error_code
+from worker.aws_errors import is_conditional_check_failed
 from worker.errors import PermanentError
 from worker.processing.context import HandlerContext
 from worker.records import StreamRecord
@@ -38,6 +38,6 @@ async def dispatch_shipment(record: StreamRecord, ctx: HandlerContext) -> None:
         )
         ctx.log.info("dispatch shipment", order_id=str(order_id))
     except ClientError as exc:
-        if error_code(exc) != "ConditionalCheckFailedException":
+        if not is_conditional_check_failed(exc):
             raise
         ctx.log.info("skip shipment already dispatched", order_id=str(order_id))

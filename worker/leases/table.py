@@ -12,7 +12,7 @@ from typing import Any
 import structlog
 from botocore.exceptions import ClientError
 
-from worker.aws import error_code
+from worker.aws_errors import error_code, is_conditional_check_failed
 from worker.errors import LeaseLostError
 from worker.leases.model import SHARD_END, WORKER_PK, Lease, WorkerBeat, lease_pk
 from worker.observability import metrics
@@ -23,10 +23,6 @@ log = structlog.get_logger(__name__)
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _conditional_failed(exc: ClientError) -> bool:
-    return error_code(exc) == "ConditionalCheckFailedException"
 
 
 class LeaseTable:
@@ -135,7 +131,7 @@ class LeaseTable:
             await table.put_item(Item=item, ConditionExpression="attribute_not_exists(pk)")
             return True
         except ClientError as exc:
-            if _conditional_failed(exc):
+            if is_conditional_check_failed(exc):
                 return False
             raise
 
@@ -163,7 +159,7 @@ class LeaseTable:
                 ReturnValues="ALL_NEW",
             )
         except ClientError as exc:
-            if _conditional_failed(exc):
+            if is_conditional_check_failed(exc):
                 return None
             raise
         attributes = (response or {}).get("Attributes")
@@ -185,7 +181,7 @@ class LeaseTable:
                 ExpressionAttributeValues={":me": lease.owner, ":counter": lease.counter, ":now": _now(), **values},
             )
         except ClientError as exc:
-            if _conditional_failed(exc):
+            if is_conditional_check_failed(exc):
                 raise LeaseLostError(f"lease {lease.shard_id} of {lease.stream_arn} is no longer ours") from None
             raise
 
@@ -273,7 +269,7 @@ class LeaseTable:
                 ExpressionAttributeValues={":zero": 0, ":one": 1},
             )
         except ClientError as exc:
-            if not _conditional_failed(exc):
+            if not is_conditional_check_failed(exc):
                 raise
 
     async def remove_worker(self, worker_id: str) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from worker.aws import error_code
+from worker.aws_errors import is_conditional_check_failed
 from worker.publishing.events import Event
 
 
@@ -28,7 +28,7 @@ class OutboxPublisher:
         try:
             await self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(eventId)")
         except ClientError as exc:
-            if error_code(exc) != "ConditionalCheckFailedException":
+            if not is_conditional_check_failed(exc):
                 raise
 
     async def close(self) -> None:
