@@ -21,7 +21,8 @@ from typing import Any, Awaitable, Callable
 import structlog
 from botocore.exceptions import ClientError
 
-from worker.aws import AwsClients, error_code
+from worker.aws import AwsClients
+from worker.aws_errors import error_code
 from worker.config import Config
 from worker.deadletter import DeadLetterDestination, build_dead_letters
 from worker.errors import SetupError, StartupError, TrimmedDataError

@@ -21,8 +21,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from worker.deadletter.config import DeadLetterConfig
 from worker.errors import ConfigError
+from worker.processing.filters import FilterPatternError, compile_filters
 
 
 class _Section(BaseModel):
@@ -152,6 +152,37 @@ class RetryConfig(_Section):
         return self.max_attempts != -1 or self.max_record_age_seconds != -1
 
 
+DeadLetterType = Literal["sqs", "sns", "dynamodb", "jsonl"]
+
+# The one field each dead-letter destination type cannot work without.
+DEAD_LETTER_REQUIRED_FIELD: dict[str, str] = {
+    "sqs": "queue_url",
+    "sns": "topic_arn",
+    "dynamodb": "table",
+    "jsonl": "path",
+}
+
+
+class DeadLetterConfig(_Section):
+    """Where parked records go (per route, or ``processing.dead_letter`` as the default).
+
+    ``type`` picks the destination; the field it needs must be set (checked here, so a
+    typo fails at start-up rather than on the first record that has to be parked)."""
+
+    type: DeadLetterType
+    queue_url: str | None = Field(None, description="sqs: the queue URL (a .fifo URL keeps per-shard order)")
+    topic_arn: str | None = Field(None, description="sns: the topic ARN (send-only)")
+    table: str | None = Field(None, description="dynamodb: LOGICAL table name, hash key 'id' (S)")
+    path: str | None = Field(None, description="jsonl: file path; '<path>.replayed' holds acknowledged ids")
+
+    @model_validator(mode="after")
+    def _target_present(self) -> "DeadLetterConfig":
+        needed = DEAD_LETTER_REQUIRED_FIELD[self.type]
+        if not getattr(self, needed):
+            raise ValueError(f"dead-letter type {self.type!r} needs {needed!r}")
+        return self
+
+
 class ProcessingConfig(_Section):
     retry: RetryConfig = RetryConfig()
     dead_letter: DeadLetterConfig | None = None
@@ -278,8 +309,6 @@ def _cross_check(config: Config) -> list[tuple[str, str]]:
 
 
 def _check_route_delivery(config: Config, index: int, route: RouteConfig, known: str) -> list[tuple[str, str]]:
-    from worker.processing.filters import FilterPatternError, compile_filters
-
     problems: list[tuple[str, str]] = []
     where = f"routes[{index}]"
     try:

@@ -821,9 +821,9 @@ def test_config_rejects_unknown_types_and_keys_and_is_frozen() -> None:
         config.path = "/tmp/y"  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("first", ["worker.config", "worker.deadletter", "worker.deadletter.config"])
+@pytest.mark.parametrize("first", ["worker.config", "worker.deadletter", "worker.deadletter.factory"])
 def test_package_imports_without_a_cycle(first: str) -> None:
-    # worker.config imports worker.deadletter.config: either import order must work.
+    # worker.deadletter imports worker.config (DeadLetterConfig): either import order must work.
     code = f"import {first}; import worker.config, worker.deadletter, worker.aws; print('ok')"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                             cwd=Path(__file__).resolve().parents[2])

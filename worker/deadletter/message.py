@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal, get_args
 
-from worker.deadletter import codec
+import worker.deadletter.codec as codec
 from worker.deadletter.errors import DeadLetterDecodeError
 from worker.records import StreamRecord
 

@@ -28,7 +28,7 @@ from typing import Awaitable, Callable, TypeVar
 import structlog
 from botocore.exceptions import ClientError
 
-from worker.aws import error_code
+from worker.aws_errors import error_code
 from worker.checkpoint.checkpointer import Checkpointer
 from worker.config import Config, StreamSettings
 from worker.errors import LeaseLostError, ShardGoneError, TrimmedDataError
@@ -40,6 +40,7 @@ from worker.records import StreamRecord
 from worker.retrieval.idle_budget import IdlePollBudget
 from worker.retrieval.reader import TRIM_HORIZON, ShardReader, StartPosition
 from worker.retry import call_aws
+from worker.shards.discovery import describe_shards
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -256,8 +257,6 @@ class ShardConsumer:
         trimmed data, all of it. Restarting the consumer would fail the same way forever, and
         the children would wait forever on this unfinished lease; so by the trimmed-data
         policy the shard ends here (its children start) or is held stopped."""
-        from worker.shards.discovery import describe_shards
-
         try:
             graph = await describe_shards(self._streams, self.lease.stream_arn)
         except ClientError as exc:

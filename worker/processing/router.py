@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from worker.config import Config, ProcessingConfig, RetryConfig, RouteConfig
-from worker.deadletter.config import DeadLetterConfig
+from worker.config import Config, DeadLetterConfig, ProcessingConfig, RetryConfig, RouteConfig
 from worker.errors import ConfigError
 from worker.processing.context import Handler
 from worker.processing.filters import compile_filters

@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 from botocore.exceptions import ClientError
 
-from worker.aws import error_code
+from worker.aws_errors import error_code
 from worker.config import ReaderConfig
 from worker.errors import ShardGoneError, TrimmedDataError
 from worker.observability import metrics

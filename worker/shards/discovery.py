@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 from botocore.exceptions import ClientError
 
-from worker.aws import error_code
+from worker.aws_errors import error_code
 from worker.errors import SetupError
 from worker.leases.model import Lease
 from worker.leases.table import LeaseTable
