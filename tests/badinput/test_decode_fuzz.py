@@ -33,7 +33,7 @@ from worker.deadletter import DeadLetter
 from worker.errors import PermanentError
 from worker.processing.pipeline import ShardPipeline
 from worker.processing.router import Route, Router, build_route
-from worker.processing.tracker import ProgressTracker
+from worker.processing.progress import ShardProgress
 from worker.records import EventName, StreamRecord
 
 ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-01T00:00:00.000"
@@ -337,24 +337,23 @@ def test_odd_records_are_routed_or_acknowledged_never_crash_the_pipeline(data: s
         pipelines: dict[str, ShardPipeline] = {}
 
         class FakeDelivery:
-            def __init__(self, route: Route, pipeline: ShardPipeline) -> None:
-                self.route, self.pipeline = route, pipeline
+            def __init__(self, route: Route, progress: ShardProgress) -> None:
+                self.route, self.progress = route, progress
 
             async def deliver(self, batch: list[StreamRecord]) -> None:
                 for record in batch:
                     delivered.append((self.route.name, record.sequence_number))
-                    self.pipeline.on_finished(record)
+                    self.progress.finish(record)
 
         def pipeline_for(table: str) -> ShardPipeline:
             if table not in pipelines:
-                pipeline: ShardPipeline
-                pipeline = ShardPipeline(
+                progress = ShardProgress()
+                pipelines[table] = ShardPipeline(
                     routes_for=router.routes_for,
-                    delivery_for=lambda route: FakeDelivery(route, pipeline),  # type: ignore[arg-type,return-value]
-                    tracker=ProgressTracker(), max_in_flight=1000,
+                    delivery_for=lambda route: FakeDelivery(route, progress),  # type: ignore[arg-type,return-value]
+                    progress=progress, max_in_flight=1000,
                     hash_key={"orders": "orderId", "events": "eventId"}.get(table), stream_label=f"fuzz-{table}",
                 )
-                pipelines[table] = pipeline
             return pipelines[table]
 
         for table, raw in records:
@@ -387,5 +386,5 @@ def test_odd_records_are_routed_or_acknowledged_never_crash_the_pipeline(data: s
             assert (("order-processing", raw["dynamodb"]["SequenceNumber"]) in delivered) == (status == {"S": "NEW"})
     for table, pipeline in pipelines.items():
         last = [raw for t, raw in records if t == table][-1]["dynamodb"]["SequenceNumber"]
-        assert pipeline.tracker.idle and pipeline.tracker.finished_up_to == last
+        assert pipeline.progress.idle and pipeline.progress.finished_up_to == last
         assert unrouted(f"fuzz-{table}") - before[table] == unmatched[table]

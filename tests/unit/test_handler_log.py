@@ -8,6 +8,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from worker.processing.delivery import DeliveryServices, RouteDelivery
+from worker.processing.progress import ShardProgress
 from worker.processing.router import Route
 from tests.unit.pipeline_fakes import make_record
 
@@ -21,8 +22,8 @@ def _context() -> object:
                   handler=_noop, options={})
     services = DeliveryServices(publisher=None, tables=None, config=None,  # type: ignore[arg-type]
                                 worker_id="w", observers=[])
-    delivery = RouteDelivery(route, services, None, on_finished=lambda record: None)
-    return delivery._context(make_record(3, "order-7"))
+    delivery = RouteDelivery(route, services, None, progress=ShardProgress())
+    return delivery._invoker.context(make_record(3, "order-7"))  # noqa: SLF001 - what the handler gets
 
 
 def test_log_lines_carry_route_record_and_correlation_id() -> None:

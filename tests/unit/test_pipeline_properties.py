@@ -1,11 +1,11 @@
-"""Property tests of the processing engine: ShardPipeline + RouteDelivery + ProgressTracker.
+"""Property tests of the processing engine: ShardPipeline + RouteDelivery + ShardProgress.
 
 No AWS: handlers, the dead-letter destination and the observer are fakes from
 ``pipeline_fakes``; back-off sleeps are one loop turn. Each hypothesis example runs its own
 event loop (``asyncio.run`` inside a sync test).
 
 1. Any shard, routes, lanes and failure plans: every routed (record, route) ends handled
-   once or parked once; per-key order holds; the tracker ends at the last record; the
+   once or parked once; per-key order holds; the progress ends at the last record; the
    checkpoint candidate never moves back nor passes an unfinished record.
 2. Batch partial failures: only what failed is passed again.
 3. Infinite retries without a dead-letter destination: a poison key blocks its lane only.
@@ -264,7 +264,7 @@ async def _run_with_poison(harness: Harness, poison: int) -> None:
         await harness.wait_for(lambda: ledger.calls[("route", poison)] >= calls + 3, timeout=10)
         assert not ledger.done("route", poison)
         assert ledger.checkpoint_index() == poison - 1
-        assert not harness.tracker.idle
+        assert not harness.progress.idle
     finally:
         await harness.pipeline.close()
 
@@ -340,7 +340,7 @@ async def test_dead_letter_outage_holds_the_checkpoint_until_a_send_succeeds() -
         await harness.pipeline.close()
     ledger.assert_complete(["route"])
     assert ledger.parked[("route", 1)] == 1
-    assert harness.tracker.finished_up_to == harness.records[-1].sequence_number
+    assert harness.progress.finished_up_to == harness.records[-1].sequence_number
 
 
 # -- regression: a lane that dies from a stray CancelledError ------------------------------
@@ -369,6 +369,6 @@ async def test_cancelled_error_escaping_a_handler_fails_the_pipeline_instead_of_
             assert "cancelled" in str(exc)
         else:
             raise AssertionError("drain() returned although no record finished")
-        assert not harness.tracker.idle and harness.tracker.finished_up_to is None
+        assert not harness.progress.idle and harness.progress.finished_up_to is None
     finally:
         await harness.pipeline.close()

@@ -10,7 +10,8 @@ Failure policy, per route (``RetryConfig``):
 * a batch whose handler *raised* is bisected first (when ``bisect_batch_on_error``): the
   halves are retried at once, in order, without counting an attempt, until the failing
   record is alone, so one poison record cannot take its neighbours down with it;
-* ``PermanentError`` skips the remaining attempts; ``max_attempts`` (calls) and
+* an error that is not retryable (``PermanentError``: its ``retryable`` is False) skips
+  the remaining attempts; ``max_attempts`` (calls) and
   ``max_record_age_seconds`` bound the rest. A record past a bound is written to the
   route's dead-letter destination with everything needed to replay it. Without a
   destination the bounds cannot be set (config check) and a record is retried until it
@@ -23,38 +24,25 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from types import SimpleNamespace
-from typing import Any, Awaitable, Callable, Iterable, Protocol
+from typing import Awaitable, Callable, Iterable
 
 import structlog
 from tenacity import wait_exponential_jitter
 
 from worker.deadletter import DeadLetter, DeadLetterDestination, DeadLetterTooLarge
-from worker.errors import PermanentError, RetryableError
+from worker.errors import PermanentError, RetryableError, is_retryable
 from worker.observability import metrics
-from worker.processing.context import HandlerContext, TableProvider
-from worker.processing.watchdog import HandlerTimeout, Watchdog
+from worker.processing.invocation import BatchResult, DeliveryServices, HandlerInvoker, ProcessingObserver
+from worker.processing.progress import ShardProgress
 from worker.processing.router import Route
-from worker.publishing.base import Publisher
 from worker.records import StreamRecord
 
+__all__ = ["BatchResult", "DeliveryServices", "ProcessingObserver", "RecordTooOld", "ReportedFailure", "RouteDelivery"]
+
 log = structlog.get_logger(__name__)
-
-
-class ProcessingObserver(Protocol):
-    """Told about every handler outcome (demo trace, tests). Must not raise or block.
-    ``outcome`` is ``ok``, ``error`` or ``dead_lettered``."""
-
-    def __call__(self, record: StreamRecord, route: str, outcome: str, started: float, ended: float) -> None: ...
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """What a batch handler may return: the records (or sequence numbers) that failed."""
-
-    failed: tuple[StreamRecord | str, ...] = ()
 
 
 class ReportedFailure(RetryableError):
@@ -65,17 +53,6 @@ class RecordTooOld(PermanentError):
     """The record is older than the route's ``max_record_age_seconds``."""
 
 
-@dataclass
-class DeliveryServices:
-    """What every route of a worker shares."""
-
-    publisher: Publisher
-    tables: TableProvider
-    config: Any
-    worker_id: str
-    observers: list[ProcessingObserver]
-
-
 class RouteDelivery:
     def __init__(
         self,
@@ -83,19 +60,16 @@ class RouteDelivery:
         services: DeliveryServices,
         dead_letters: DeadLetterDestination | None,
         *,
-        on_finished: Callable[[StreamRecord], None],
-        on_failure: Callable[[], None] = lambda: None,
+        progress: ShardProgress,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.route = route
         self._services = services
         self._dead_letters = dead_letters
-        self._on_finished = on_finished
-        self._on_failure = on_failure
+        self._progress = progress  # the shard's: told of every finished record and failed call
         self._sleep = sleep
         # Resolved once: a labels() lookup per record is a measurable share of a no-op delivery.
-        self._log = log.bind(route=route.name, stream=route.table)
-        self._watchdog = Watchdog()
+        self._invoker = HandlerInvoker(route, services, log.bind(route=route.name, stream=route.table))
         self._handled = {outcome: metrics.records_handled.labels(route.table, route.name, outcome)
                          for outcome in ("ok", "error")}
         self._duration = metrics.handler_duration.labels(route.name)
@@ -124,17 +98,7 @@ class RouteDelivery:
         return self._dead_letters is not None and limit != -1 and attempts >= limit
 
     def _parks_permanent(self, error: BaseException) -> bool:
-        return self._dead_letters is not None and isinstance(error, PermanentError)
-
-    def _context(self, record: StreamRecord | None) -> HandlerContext:
-        return HandlerContext(
-            route=self.route.name,
-            options=self.route.options,
-            publisher=self._services.publisher,
-            config=self._services.config,
-            log=self._log if record is None else _RecordLog(self._log, record),
-            _tables=self._services.tables,
-        )
+        return self._dead_letters is not None and not is_retryable(error)
 
     def _observe(self, records: Iterable[StreamRecord], outcome: str, started: float, ended: float) -> None:
         for record in records:
@@ -142,23 +106,22 @@ class RouteDelivery:
                 observer(record, self.route.name, outcome, started, ended)
 
     def _finish(self, record: StreamRecord) -> None:
-        self._on_finished(record)
+        self._progress.finish(record)
 
-    async def _invoke(self, call: Awaitable[Any], records: list[StreamRecord]) -> Any:
-        route = self.route
+    async def _invoke(self, records: list[StreamRecord]) -> tuple[list[StreamRecord], float]:
+        """Call the handler once (see HandlerInvoker); return what a batch handler reported
+        as failed and when the call started. A call that raised is counted as an error."""
         started = time.monotonic()
         try:
-            if route.timeout_seconds is None:
-                result = await call
+            if self.route.is_batch:
+                failed = await self._invoker.handle_batch(records)
             else:
-                result = await self._watchdog.run(call, route.timeout_seconds)
-        except HandlerTimeout:
-            self._record(records, "error", started)
-            raise RetryableError(f"handler timed out after {route.timeout_seconds} s") from None
+                await self._invoker.handle(records[0])
+                failed = []
         except Exception:
             self._record(records, "error", started)
             raise
-        return result, started
+        return failed, started
 
     def _record(self, records: list[StreamRecord], outcome: str, started: float) -> None:
         ended = time.monotonic()
@@ -191,7 +154,7 @@ class RouteDelivery:
                 return
             attempts += 1
             try:
-                _, started = await self._invoke(self.route.handler(record, self._context(record)), [record])
+                _, started = await self._invoke([record])
             except Exception as exc:  # noqa: BLE001 - the policy below decides
                 first_failure = first_failure or datetime.now(timezone.utc)
                 if await self._after_failure([record], exc, attempts, {record.sequence_number: first_failure}):
@@ -205,15 +168,15 @@ class RouteDelivery:
         self, records: list[StreamRecord], error: BaseException, attempts: int, first: dict[str, datetime]
     ) -> bool:
         """Park or back off after a failed call. True when the records were parked."""
-        self._on_failure()
+        self._progress.failing()
         if self._parks_permanent(error) or self._out_of_attempts(attempts):
-            error_class = "permanent" if isinstance(error, PermanentError) else "exhausted"
+            error_class = "exhausted" if is_retryable(error) else "permanent"
             for record in records:
                 await self._park(record, error, error_class, attempts, first.get(record.sequence_number))
             return True
         delay = self._backoff(attempts)
         metrics.handler_retries.labels(self.route.name).inc(len(records))
-        level = "error" if isinstance(error, PermanentError) else "warning"
+        level = "warning" if is_retryable(error) else "error"
         getattr(log, level)(
             "retry failed handler", route=self.route.name, stream=self.route.table,
             shard=records[0].shard_id, seq=records[0].sequence_number, records=len(records),
@@ -223,14 +186,6 @@ class RouteDelivery:
         return False
 
     # -- batches -------------------------------------------------------------------------
-
-    async def _call_batch(self, part: list[StreamRecord]) -> tuple[list[StreamRecord], float]:
-        result, started = await self._invoke(self.route.handler(list(part), self._context(None)), part)
-        failed_ids: set[str] = set()
-        items = result.failed if isinstance(result, BatchResult) else (result or ())
-        for item in items:
-            failed_ids.add(item.sequence_number if isinstance(item, StreamRecord) else str(item))
-        return [r for r in part if r.sequence_number in failed_ids], started
 
     async def _deliver_batch(self, batch: list[StreamRecord]) -> None:
         attempts: dict[str, int] = {}
@@ -250,13 +205,13 @@ class RouteDelivery:
                 continue
             error: BaseException
             try:
-                failed, started = await self._call_batch(part)
+                failed, started = await self._invoke(part)
                 error = ReportedFailure("reported failed by the batch handler")
             except Exception as exc:  # noqa: BLE001 - bisect or apply the policy below
                 if len(part) > 1 and self.route.retry.bisect_batch_on_error:
                     middle = len(part) // 2
                     queue[0:0] = [part[:middle], part[middle:]]
-                    self._on_failure()
+                    self._progress.failing()
                     continue
                 failed, error, started = part, exc, time.monotonic()
             done = [r for r in part if r not in failed]
@@ -322,47 +277,3 @@ def _without_images(message: DeadLetter) -> DeadLetter:
     note = " [item images dropped: the letter exceeded the destination's size limit; full letter in the error log]"
     return replace(message, record=record, error_message=message.error_message + note)
 
-
-class _RecordLog:
-    """A handler's logger, bound to its record (shard, sequence number, correlation id) on
-    first use: most records are handled without a log line, and binding costs more than
-    the rest of a no-op delivery."""
-
-    __slots__ = ("_route_log", "_record", "_bound")
-
-    def __init__(self, route_log: Any, record: StreamRecord) -> None:
-        self._route_log = route_log
-        self._record = record
-        self._bound: Any = None
-
-    def _logger(self) -> Any:
-        if self._bound is None:
-            record = self._record
-            self._bound = self._route_log.bind(shard=record.shard_id, seq=record.sequence_number,
-                                               correlation_id=_correlation_id(record))
-        return self._bound
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):  # copy/pickle probes: not the logger's business
-            raise AttributeError(name)
-        return getattr(self._logger(), name)
-
-    def __copy__(self) -> Any:
-        return self._logger()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
-        return self._logger()
-
-    def __repr__(self) -> str:
-        return repr(self._logger())
-
-
-def _correlation_id(record: StreamRecord) -> str:
-    """What ties log lines of one business flow together: an event's ``correlationId``
-    (outbox records), else the item's key values (an order's id)."""
-    raw_image = record.raw.get("dynamodb", {}).get("NewImage") or {}
-    typed = raw_image.get("correlationId")
-    if isinstance(typed, dict) and "S" in typed:
-        return str(typed["S"])
-    keys = record.raw.get("dynamodb", {}).get("Keys") or {}
-    return "/".join(str(next(iter(value.values()), "")) for value in keys.values() if isinstance(value, dict))

@@ -5,7 +5,8 @@ stable hash of its partition key, so records of one key stay in order while othe
 run concurrently; with a factor of 1 the route sees the shard in stream order. A lane
 takes what is queued (batch routes: up to ``batch_size``, waiting up to
 ``batching_window_seconds`` for more) and delivers it through the route's
-:class:`RouteDelivery`. The :class:`ProgressTracker` says how far the checkpoint may go.
+:class:`RouteDelivery`. The shard's :class:`ShardProgress` (owned by its consumer) counts
+what is finished and says how far the checkpoint may go.
 
 Reading is throttled by ``max_in_flight_records``: a blocked lane (a record being retried)
 holds back at most that many records of the shard, never the other shards.
@@ -21,7 +22,7 @@ from typing import Callable
 from worker.observability import metrics
 from worker.processing.delivery import RouteDelivery
 from worker.processing.router import Route
-from worker.processing.tracker import ProgressTracker
+from worker.processing.progress import ShardProgress
 from worker.records import StreamRecord
 
 
@@ -35,25 +36,22 @@ class ShardPipeline:
         *,
         routes_for: Callable[[StreamRecord], list[Route]],
         delivery_for: Callable[[Route], RouteDelivery],
-        tracker: ProgressTracker,
+        progress: ShardProgress,
         max_in_flight: int,
         hash_key: str | None,
         stream_label: str,
     ) -> None:
         self._routes_for = routes_for
         self._delivery_for = delivery_for
-        self.tracker = tracker
+        self.progress = progress
         self._max_in_flight = max_in_flight
         self._hash_key = hash_key
         self._label = stream_label
         self._unrouted = metrics.records_unrouted.labels(stream_label)
         self._lanes: dict[tuple[str, int], asyncio.Queue[StreamRecord]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._progress = asyncio.Event()
         self._failure: BaseException | None = None
         self._closing = False
-        # Told whenever the finished prefix may have moved (the consumer's checkpoint loop).
-        self.progress_listener: Callable[[], None] | None = None
 
     # -- feeding -------------------------------------------------------------------------
 
@@ -69,10 +67,9 @@ class ShardPipeline:
         """Queue a record (in stream order) on the lane of every route it matches."""
         self._raise_failure()
         routes = self._routes_for(record)
-        self.tracker.add(record.sequence_number, len(routes))
+        self.progress.add(record, len(routes))
         if not routes:
             self._unrouted.inc()
-            self._notify_progress()
             return
         for route in routes:
             lane = (route.name, self._lane_index(route, record))
@@ -86,17 +83,7 @@ class ShardPipeline:
 
     def skip(self, record: StreamRecord) -> None:
         """Acknowledge a record without routing it (e.g. older than AT_TIMESTAMP)."""
-        self.tracker.add(record.sequence_number, 0)
-        self._notify_progress()
-
-    def on_finished(self, record: StreamRecord) -> None:
-        self.tracker.finish(record.sequence_number)
-        self._progress.set()
-        self._notify_progress()
-
-    def _notify_progress(self) -> None:
-        if self.progress_listener is not None:
-            self.progress_listener()
+        self.progress.skip(record)
 
     # -- lanes ---------------------------------------------------------------------------
 
@@ -135,7 +122,7 @@ class ShardPipeline:
             failure = task.exception()
         if failure is not None:
             self._failure = failure
-            self._progress.set()
+            self.progress.changed.set()  # wake the waiters, so that they raise it
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
@@ -144,18 +131,24 @@ class ShardPipeline:
     # -- waiting -------------------------------------------------------------------------
 
     async def _wait_until(self, condition: Callable[[], bool]) -> None:
+        changed = self.progress.changed
         while not condition():
             self._raise_failure()
-            self._progress.clear()
-            await self._progress.wait()
+            # Clear, then wait: no wake-up is lost between the check and the wait, because
+            # everything that can make the condition true (a finish, a lane failure) runs on
+            # this event loop and sets the event; it cannot run between the check above and
+            # this clear (no await in between), and whatever runs after the clear sets the
+            # event again, so wait() returns at once.
+            changed.clear()
+            await changed.wait()
         self._raise_failure()
 
     async def wait_for_capacity(self) -> None:
-        await self._wait_until(lambda: len(self.tracker) < self._max_in_flight)
+        await self._wait_until(lambda: self.progress.in_flight < self._max_in_flight)
 
     async def drain(self) -> None:
         """Return when every submitted record is finished (handled or parked)."""
-        await self._wait_until(lambda: self.tracker.idle)
+        await self._wait_until(lambda: self.progress.idle)
 
     async def close(self) -> None:
         self._closing = True
