@@ -129,10 +129,6 @@ class StreamRecord:
         return float(value)
 
     @property
-    def size_bytes(self) -> int:
-        return int(self._ddb.get("SizeBytes", 0))
-
-    @property
     def view_type(self) -> StreamViewType | None:
         value = self._ddb.get("StreamViewType")
         return StreamViewType(value) if value else None

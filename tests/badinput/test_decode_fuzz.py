@@ -230,7 +230,7 @@ def test_odd_raw_records_decode_or_fail_with_clear_errors() -> None:
     bare = StreamRecord({"eventID": "e", "eventName": "REMOVE", "dynamodb": {"SequenceNumber": "1" * 25}},
                         table="orders", stream_arn=ARN, shard_id=SHARD)
     assert (bare.keys, bare.new_image, bare.old_image) == ({}, None, None)
-    assert bare.approximate_creation_time is None and bare.view_type is None and bare.size_bytes == 0
+    assert bare.approximate_creation_time is None and bare.view_type is None
     assert bare.item_key == "{}"
 
     unknown = StreamRecord({"eventID": "e", "eventName": "UPSERT", "dynamodb": {"SequenceNumber": "5"}},

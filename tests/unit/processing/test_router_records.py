@@ -62,7 +62,6 @@ def test_record_decodes_keys_and_images() -> None:
     assert rec.sequence_number == "000000000000000000123"
     assert rec.sequence_int == 123
     assert rec.view_type is StreamViewType.NEW_AND_OLD_IMAGES
-    assert rec.size_bytes == 42
     assert rec.event_id == "ev-000000000000000000123"
     assert (rec.table, rec.stream_arn, rec.shard_id) == ("orders", ARN, "shard-1")
 
