@@ -14,7 +14,7 @@ from worker.config import AwsConfig, load_config, parse_config
 from worker.errors import ConfigError
 from worker.processing.router import Router
 
-REPO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "worker.yaml"
+REPO_CONFIG = Path(__file__).resolve().parents[3] / "config" / "worker.yaml"
 HANDLERS = "tests.unit.sample_handlers"
 
 BASE: dict[str, Any] = {
