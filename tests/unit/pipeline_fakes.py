@@ -470,7 +470,7 @@ class Harness:
 
     def _delivery_for(self, route: Route) -> RouteDelivery:
         return RouteDelivery(
-            route, self.services, self.dead_letters,  # type: ignore[arg-type]
+            route, self.services, self.dead_letters,
             progress=_WatchedProgress(self, route.name), sleep=fast_sleep,  # type: ignore[arg-type]
         )
 
