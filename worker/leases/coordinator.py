@@ -243,6 +243,10 @@ class LeaseCoordinator:
         self._log.info("take lease", shard=lease.shard_id, previous_owner=lease.owner, counter=result.counter,
                        how=event)
         self.held[result.key] = result
+        # Synchronously, here in the taker, with no await between the write's result and
+        # the call: the shard's consumer starts in the same step in which the lease is
+        # recorded as held, so a heartbeat or fencing pass (which may run at any await of
+        # this loop) never sees a held lease without its consumer, or the other way round.
         self._on_acquired(result)
         return result
 
