@@ -10,16 +10,18 @@ default is a config error naming the key that used it.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import socket
+import types
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from worker.deadletter.config import DeadLetterConfig
 from worker.errors import ConfigError
@@ -160,7 +162,11 @@ class ProcessingConfig(_Section):
 
 
 class PublisherConfig(_Section):
-    type: Literal["outbox", "eventbridge", "sqs", "sns"] = "outbox"
+    """Where handlers' follow-up events go. Optional: without a ``publisher`` section (or
+    with ``type: none``) handlers that publish nothing need no outbox table, and a handler
+    that calls ``ctx.publisher.publish`` gets a permanent error naming its route."""
+
+    type: Literal["none", "outbox", "eventbridge", "sqs", "sns"] = "outbox"
     source: str = "stream-worker"
     table: str | None = Field(None, description="outbox: logical table name")
     event_bus: str = "default"
@@ -172,7 +178,15 @@ class PublisherConfig(_Section):
         needed = {"outbox": "table", "sqs": "queue_url", "sns": "topic_arn"}.get(self.type)
         if needed and not getattr(self, needed):
             raise ValueError(f"publisher type {self.type!r} needs '{needed}'")
+        if self.type == "none":
+            stray = sorted({"table", "queue_url", "topic_arn"} & self.model_fields_set)
+            if stray:
+                raise ValueError(f"publisher type 'none' takes no target, got {', '.join(stray)}")
         return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.type != "none"
 
 
 class Conditions(_Section):
@@ -185,7 +199,18 @@ class Conditions(_Section):
     old_image: dict[str, Any] = {}
 
 
-_IMPORT_STRING = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+_IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_DOTTED_ONLY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
+
+
+def _check_import_string(value: str | None) -> str | None:
+    """``package.module:function``; a dotted path without the colon gets the fix spelled out."""
+    if value is None or _IMPORT_STRING.match(value):
+        return value
+    if _DOTTED_ONLY.match(value):
+        module, _, function = value.rpartition(".")
+        raise ValueError(f"{value!r} needs a colon between module and function: did you mean '{module}:{function}'?")
+    raise ValueError(f"expected 'package.module:function', got {value!r}")
 
 
 class RouteConfig(_Section):
@@ -197,8 +222,8 @@ class RouteConfig(_Section):
     events: list[EventNameLiteral] = ["INSERT", "MODIFY", "REMOVE"]
     when: Conditions = Conditions()
     filters: list[dict[str, Any]] = []
-    handler: str | None = Field(None, pattern=_IMPORT_STRING)
-    batch_handler: str | None = Field(None, pattern=_IMPORT_STRING)
+    handler: str | None = Field(None, description="per record: async def handle(record, ctx)")
+    batch_handler: str | None = Field(None, description="per batch: async def handle(records, ctx)")
     batch_size: int = Field(100, ge=1, le=10_000)
     batching_window_seconds: float = Field(0.0, ge=0, le=300)
     parallelization_factor: int = Field(1, ge=1, le=100)
@@ -206,6 +231,11 @@ class RouteConfig(_Section):
     retry: RetryConfig | None = None
     dead_letter: DeadLetterConfig | None = None
     options: dict[str, Any] = {}
+
+    @field_validator("handler", "batch_handler")
+    @classmethod
+    def _import_string(cls, value: str | None) -> str | None:
+        return _check_import_string(value)
 
     @field_validator("events")
     @classmethod
@@ -223,6 +253,11 @@ class RouteConfig(_Section):
     @property
     def import_string(self) -> str:
         return self.handler or self.batch_handler or ""
+
+    @property
+    def handler_key(self) -> str:
+        """The config key that names the handler, for error messages."""
+        return "handler" if self.handler is not None else "batch_handler"
 
 
 class MetricsConfig(_Section):
@@ -247,9 +282,16 @@ class Config(_Section):
     leases: LeaseConfig = LeaseConfig()
     reader: ReaderConfig = ReaderConfig()
     processing: ProcessingConfig = ProcessingConfig()
-    publisher: PublisherConfig = PublisherConfig(table="events")
+    publisher: PublisherConfig = PublisherConfig(type="none")
     routes: list[RouteConfig] = Field(min_length=1)
     observability: ObservabilityConfig = ObservabilityConfig()
+    # The folder of the file it was loaded from: handler modules may sit next to it.
+    _directory: Path | None = PrivateAttr(None)
+
+    @property
+    def directory(self) -> Path | None:
+        """The config file's folder (``None`` when parsed from a dict)."""
+        return self._directory
 
     @property
     def consumed_tables(self) -> list[str]:
@@ -339,6 +381,58 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return path or "(root)"
 
 
+def _describe(loc: tuple[Any, ...], kind: str, message: str) -> tuple[str, str]:
+    """One pydantic error as ``(key path, reason)``; an unknown key gets a "did you mean"."""
+    path = _format_loc(loc)
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    if kind != "extra_forbidden" or not loc:
+        return path, message
+    known = _known_keys(loc[:-1])
+    if not known:
+        return path, "unknown key"
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return path, f"unknown key; {hint}(known here: {', '.join(sorted(known))})"
+
+
+def _known_keys(parent: tuple[Any, ...]) -> list[str]:
+    """The keys the section at ``parent`` accepts, found by walking the model's annotations."""
+    node: Any = Config
+    for part in parent:
+        node = _step(node, part)
+        if node is None:
+            return []
+    model = _model_in(node)
+    return list(model.model_fields) if model is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, types.UnionType):
+        for member in get_args(annotation):
+            model = _model_in(member)
+            if model is not None:
+                return model
+    return None
+
+
+def _step(annotation: Any, part: Any) -> Any:
+    """The annotation one key (or list index, or dict key) below ``annotation``."""
+    model = _model_in(annotation)
+    if model is not None:
+        field = model.model_fields.get(str(part))
+        return field.annotation if field is not None else None
+    for member in (annotation, *get_args(annotation)):
+        origin = get_origin(member)
+        if origin is list:
+            return get_args(member)[0]
+        if origin is dict:
+            return get_args(member)[1]
+    return None
+
+
 def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
     """Validate an already-parsed YAML document. Raises :class:`ConfigError`."""
     if not isinstance(data, dict):
@@ -350,7 +444,7 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
     try:
         config = Config.model_validate(_drop_unset(data))
     except ValidationError as exc:
-        raise ConfigError([(_format_loc(err["loc"]), err["msg"]) for err in exc.errors()]) from None
+        raise ConfigError([_describe(err["loc"], err["type"], err["msg"]) for err in exc.errors()]) from None
     problems = _cross_check(config)
     if problems:
         raise ConfigError(problems)
@@ -390,4 +484,6 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         raise ConfigError([("(yaml)", f"malformed YAML at {where}: {getattr(exc, 'problem', exc)}")]) from None
-    return parse_config(data, env)
+    config = parse_config(data, env)
+    config._directory = Path(path).resolve().parent
+    return config

@@ -38,6 +38,7 @@ from worker.processing.context import HandlerContext, TableProvider
 from worker.processing.watchdog import HandlerTimeout, Watchdog
 from worker.processing.router import Route
 from worker.publishing.base import Publisher
+from worker.publishing.none import NoPublisher
 from worker.records import StreamRecord
 
 log = structlog.get_logger(__name__)
@@ -89,6 +90,9 @@ class RouteDelivery:
     ) -> None:
         self.route = route
         self._services = services
+        # Without a configured publisher, publishing fails with an error naming this route.
+        publisher = services.publisher
+        self._publisher = publisher.for_route(route.name) if isinstance(publisher, NoPublisher) else publisher
         self._dead_letters = dead_letters
         self._on_finished = on_finished
         self._on_failure = on_failure
@@ -130,7 +134,7 @@ class RouteDelivery:
         return HandlerContext(
             route=self.route.name,
             options=self.route.options,
-            publisher=self._services.publisher,
+            publisher=self._publisher,
             config=self._services.config,
             log=self._log if record is None else _RecordLog(self._log, record),
             _tables=self._services.tables,
