@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import textwrap
 from pathlib import Path
 
 import structlog
@@ -168,6 +169,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"FAILED    {label}")
     for label in report.skipped:
         print(f"{'would replay' if args.dry_run else 'skipped'}  {label}")
+    for letter in report.previews:  # dry run: why each letter was parked, and where it failed
+        print(f"\n{letter.route} {letter.sequence_number}: {letter.error_class} after {letter.attempts} attempt(s): "
+              f"{letter.error_type}: {letter.error_message}")
+        if letter.traceback:
+            print(textwrap.indent(letter.traceback, "    "))
     print(f"{len(report.replayed)} replayed, {len(report.failed)} failed, {len(report.skipped)} skipped")
     return EXIT_FAILURE if report.failed else EXIT_OK
 

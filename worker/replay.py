@@ -15,7 +15,7 @@ from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential_jitter
 from worker.app import Tables
 from worker.aws import AwsClients
 from worker.config import Config
-from worker.deadletter import DeadLetterConfig, Parked, build_dead_letter_source
+from worker.deadletter import DeadLetter, DeadLetterConfig, Parked, build_dead_letter_source
 from worker.processing.context import HandlerContext
 from worker.processing.delivery import BatchResult
 from worker.processing.router import Route, Router
@@ -30,6 +30,8 @@ class ReplayReport:
     replayed: list[str] = field(default_factory=list)  # "route seq"
     failed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    # With dry_run: the letters that would be replayed, so their errors can be shown.
+    previews: list[DeadLetter] = field(default_factory=list)
 
 
 async def _run(route: Route, parked: Parked, context: HandlerContext, attempts: int) -> None:
@@ -83,6 +85,7 @@ async def replay(
                 seen.add(letter.id)
                 if dry_run:
                     report.skipped.append(label)
+                    report.previews.append(letter)
                     continue
                 route = by_name[letter.route]
                 context = HandlerContext(route=route.name, options=route.options, publisher=publisher,

@@ -40,8 +40,13 @@ from worker.processing.router import Route
 from worker.publishing.base import Publisher
 from worker.publishing.none import NoPublisher
 from worker.records import StreamRecord
+from worker.tracebacks import TracebackGate, failure_site, format_traceback
 
 log = structlog.get_logger(__name__)
+
+# Shared by every route of the process: one poison record logs its traceback on its first
+# failure and then at most once a minute, while the one-line summary logs every retry.
+_tracebacks = TracebackGate(interval=60.0)
 
 
 class ProcessingObserver(Protocol):
@@ -140,6 +145,13 @@ class RouteDelivery:
             _tables=self._services.tables,
         )
 
+    def _failure_details(self, record: StreamRecord, error: BaseException) -> dict[str, str]:
+        """``at`` (the failing line) always; ``traceback`` when the gate lets it through."""
+        details = {"at": failure_site(error)}
+        if _tracebacks.allow((self.route.name, record.shard_id, record.sequence_number)):
+            details["traceback"] = format_traceback(error)
+        return details
+
     def _observe(self, records: Iterable[StreamRecord], outcome: str, started: float, ended: float) -> None:
         for record in records:
             for observer in self._services.observers:
@@ -222,6 +234,7 @@ class RouteDelivery:
             "retry failed handler", route=self.route.name, stream=self.route.table,
             shard=records[0].shard_id, seq=records[0].sequence_number, records=len(records),
             attempt=attempts, delay=round(delay, 3), error=type(error).__name__, detail=str(error)[:300],
+            **self._failure_details(records[0], error),
         )
         await self._sleep(delay)
         return False
@@ -314,7 +327,8 @@ class RouteDelivery:
         metrics.records_dead_lettered.labels(self.route.table, self.route.name, error_class).inc()
         log.warning("park record in dead-letter destination", route=self.route.name, stream=self.route.table,
                     shard=record.shard_id, seq=record.sequence_number, error_class=error_class,
-                    attempts=attempts, error=type(error).__name__, detail=str(error)[:300])
+                    attempts=attempts, error=type(error).__name__, detail=str(error)[:300],
+                    at=failure_site(error))
         now = time.monotonic()
         self._observe([record], "dead_lettered", now, now)
         self._finish(record)
