@@ -15,6 +15,7 @@ import signal
 import sys
 import textwrap
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
@@ -52,6 +53,7 @@ async def _run(config: Config, metrics_port: int | None) -> int:
 
     app = App(config, metrics_port=metrics_port, tune_gc=True)
     loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
     signals_seen = 0
 
     def on_signal(signum: int) -> None:
@@ -59,6 +61,7 @@ async def _run(config: Config, metrics_port: int | None) -> int:
         signals_seen += 1
         if signals_seen == 1:
             structlog.get_logger(__name__).info("stop on signal", signal=signal.Signals(signum).name)
+            stop_requested.set()
             app.request_stop()
         else:  # a second signal forces the stop
             structlog.get_logger(__name__).warning("force exit on second signal")
@@ -68,8 +71,42 @@ async def _run(config: Config, metrics_port: int | None) -> int:
         loop.add_signal_handler(signum, on_signal, signum)
     for early in _early_signals:
         on_signal(early)
-    await app.run()
+    await _serve(app, stop_requested)
     return EXIT_OK
+
+
+class _Serving(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def _serve(app: _Serving, stop_requested: asyncio.Event) -> None:
+    """Start the app, serve until a stop is requested, stop it gracefully.
+
+    A stop requested while the start-up is still running (say, retrying an unreachable
+    endpoint for up to ``worker.startup_timeout_seconds``) cancels the start-up at once
+    instead of waiting it out: no lease is taken before the start-up completes, so there
+    is nothing to hand over, and ``stop`` cleans up whatever was built (exit 0).
+    """
+    starting = asyncio.create_task(app.start(), name="start-up")
+    stopping = asyncio.create_task(stop_requested.wait(), name="stop-requested")
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            try:
+                await starting
+            except asyncio.CancelledError:
+                if not stop_requested.is_set():  # cancelled from outside, not by our stop: pass it on
+                    raise
+                structlog.get_logger(__name__).info("cancel start-up on stop")
+                return
+        starting.result()  # ConfigError / SetupError / StartupError propagate
+        await stop_requested.wait()
+    finally:
+        stopping.cancel()
+        await app.stop()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
