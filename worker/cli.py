@@ -237,19 +237,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="YAML config (default: %(default)s)")
+        p.add_argument("--config", "-c", default=DEFAULT_CONFIG,
+                       help="YAML config (default: $STREAM_WORKER_CONFIG, else config/worker.yaml; "
+                            "currently %(default)s)")
         return p
 
     run = with_config(sub.add_parser("run", help="run the worker until SIGTERM/SIGINT"))
-    run.add_argument("--metrics-port", type=int, default=None, help="override the metrics port (0 disables)")
-    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    run.add_argument("--log-format", choices=["json", "console"])
+    run.add_argument("--metrics-port", type=int, default=None,
+                     help="override the metrics port, 0 disables (default: observability.metrics.port, 9400)")
+    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                     help="(default: observability.logging.level, INFO)")
+    run.add_argument("--log-format", choices=["json", "console"],
+                     help="(default: observability.logging.format, json)")
     run.set_defaults(func=cmd_run)
 
     demo = with_config(sub.add_parser("demo", help="run the seed's chain on an embedded moto server"))
     demo.add_argument("--orders", type=int, default=5, help="sample orders to write (default: %(default)s)")
-    demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the chain")
-    demo.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    demo.add_argument("--timeout", type=float, default=60.0,
+                      help="seconds to wait for the chain (default: %(default)s)")
+    demo.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(default: WARNING)")
     demo.set_defaults(func=cmd_demo)
 
     with_config(sub.add_parser("check-config", help="validate the config; exit 0 or 2")).set_defaults(
@@ -270,16 +276,19 @@ def build_parser() -> argparse.ArgumentParser:
     reset.set_defaults(func=cmd_reset_checkpoint)
 
     replay = with_config(sub.add_parser("replay", help="re-drive dead-lettered records through their routes"))
-    replay.add_argument("--route", help="only letters of this route")
-    replay.add_argument("--limit", type=int, default=100, help="letters to fetch per destination")
-    replay.add_argument("--attempts", type=int, default=3, help="tries per letter before it stays parked")
-    replay.add_argument("--dry-run", action="store_true", help="list what would be replayed")
+    replay.add_argument("--route", help="only letters of this route (default: every route)")
+    replay.add_argument("--limit", type=int, default=100,
+                        help="letters to fetch per destination (default: %(default)s)")
+    replay.add_argument("--attempts", type=int, default=3,
+                        help="tries per letter before it stays parked (default: %(default)s)")
+    replay.add_argument("--dry-run", action="store_true",
+                        help="list what would be replayed, with each letter's error and traceback")
     replay.set_defaults(func=cmd_replay)
 
     health = sub.add_parser("healthcheck", help="exit 0 if the local worker's /healthz answers 200")
     health.add_argument("--port", type=int, default=None, help="metrics port (default: $METRICS_PORT or 9400)")
     health.add_argument("--ready", action="store_true", help="check /readyz instead")
-    health.add_argument("--timeout", type=float, default=3.0)
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds (default: %(default)s)")
     health.set_defaults(func=cmd_healthcheck, config=None)
     return parser
 
