@@ -146,7 +146,10 @@ class RouteDelivery:
         )
 
     def _failure_details(self, record: StreamRecord, error: BaseException) -> dict[str, str]:
-        """``at`` (the failing line) always; ``traceback`` when the gate lets it through."""
+        """``at`` (the failing line) always; ``traceback`` when the gate lets it through.
+        Nothing for failures that were never raised (a batch handler's reported records)."""
+        if error.__traceback__ is None:
+            return {}
         details = {"at": failure_site(error)}
         if _tracebacks.allow((self.route.name, record.shard_id, record.sequence_number)):
             details["traceback"] = format_traceback(error)
