@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -93,15 +94,12 @@ async def _serve(app: _Serving, stop_requested: asyncio.Event) -> None:
     stopping = asyncio.create_task(stop_requested.wait(), name="stop-requested")
     try:
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not starting.done():
+        if not starting.done():  # the stop came first
             starting.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await starting
-            except asyncio.CancelledError:
-                if not stop_requested.is_set():  # cancelled from outside, not by our stop: pass it on
-                    raise
-                structlog.get_logger(__name__).info("cancel start-up on stop")
-                return
+            structlog.get_logger(__name__).info("cancel start-up on stop")
+            return
         starting.result()  # ConfigError / SetupError / StartupError propagate
         await stop_requested.wait()
     finally:

@@ -65,3 +65,46 @@ async def test_a_signal_during_a_stuck_startup_exits_0_well_before_the_timeout(
     assert exited_after < STARTUP_TIMEOUT
     assert "cancel start-up on stop" in output
     assert "start-up failed" not in output
+
+
+class _FakeApp:
+    """Records what _serve does with an app whose start-up hangs or fails."""
+
+    def __init__(self, start_error: Exception | None = None) -> None:
+        self.start_error = start_error
+        self.start_cancelled = False
+        self.stopped = 0
+
+    async def start(self) -> None:
+        if self.start_error is not None:
+            raise self.start_error
+        try:
+            await asyncio.Event().wait()  # a start-up that never finishes by itself
+        except asyncio.CancelledError:
+            self.start_cancelled = True
+            raise
+
+    async def stop(self) -> None:
+        self.stopped += 1
+
+
+async def test_serve_cancels_a_hanging_startup_when_a_stop_arrives() -> None:
+    from worker.cli import _serve
+
+    app, stop = _FakeApp(), asyncio.Event()
+    serving = asyncio.create_task(_serve(app, stop))
+    await asyncio.sleep(0.05)
+    assert not serving.done()
+    stop.set()
+    await asyncio.wait_for(serving, 5)
+    assert app.start_cancelled and app.stopped == 1
+
+
+async def test_serve_passes_a_startup_error_on_and_still_stops() -> None:
+    from worker.cli import _serve
+    from worker.errors import StartupError
+
+    app = _FakeApp(StartupError("unreachable"))
+    with pytest.raises(StartupError):
+        await _serve(app, asyncio.Event())
+    assert app.stopped == 1
