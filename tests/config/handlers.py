@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from worker.publishing.events import Event
+from worker.records import StreamRecord
 
 
 async def one_argument(record: Any) -> None:
@@ -37,3 +38,11 @@ async def missing_currency(record: Any, ctx: Any) -> None:
     payment = dict(record.new_image or {})
     total = payment["currency"]  # the line the traceback tests look for: KeyError here
     ctx.log.info("never reached", total=total)
+
+
+async def typed_batch(records: list[StreamRecord], ctx: Any) -> None:
+    return None
+
+
+async def typed_record(record: StreamRecord, ctx: Any) -> None:
+    return None

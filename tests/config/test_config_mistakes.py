@@ -180,3 +180,15 @@ def test_a_missing_module_error_names_both_places_searched(tmp_path: Path, monke
     assert key == "routes[0].handler"
     assert "sys.path (the working directory included)" in reason
     assert f"next to the config ({tmp_path.resolve()})" in reason
+
+
+def test_a_typed_handler_under_the_wrong_key_is_told_which_key() -> None:
+    routes = [{"name": "r1", "table": "payments", "handler": f"{HANDLERS}:typed_batch"},
+              {"name": "r2", "table": "payments", "batch_handler": f"{HANDLERS}:typed_record"},
+              {"name": "r3", "table": "payments", "handler": f"{HANDLERS}:typed_record"},
+              {"name": "r4", "table": "payments", "batch_handler": f"{HANDLERS}:typed_batch"}]
+    problems = dict(problems_of(document(*routes)))
+
+    assert list(problems) == ["routes[0].handler", "routes[1].batch_handler"]
+    assert "name it under 'batch_handler'" in problems["routes[0].handler"]
+    assert "name it under 'handler'" in problems["routes[1].batch_handler"]

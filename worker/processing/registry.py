@@ -10,13 +10,15 @@ and then in the config file's folder, so a handler module may sit next to the co
 
 from __future__ import annotations
 
+import collections.abc
 import importlib
 import inspect
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, get_origin
 
 from worker.processing.context import Handler
+from worker.records import StreamRecord
 
 
 class HandlerImportError(ValueError):
@@ -78,6 +80,29 @@ def _check_signature(obj: Any, import_string: str, batch: bool) -> None:
             f"{import_string!r} takes {_describe(signature)}, but {kind} is called with two arguments "
             f"{shape}: define it as 'async def {getattr(obj, '__name__', 'handle')}{shape}'"
         ) from None
+    first = _first_annotation(obj)
+    takes_many = get_origin(first) in _COLLECTIONS
+    if takes_many and not batch:
+        raise HandlerImportError(f"{import_string!r} takes a list of records: name it under 'batch_handler', "
+                                 "not 'handler'")
+    if batch and first is StreamRecord:
+        raise HandlerImportError(f"{import_string!r} takes one StreamRecord: name it under 'handler', "
+                                 "not 'batch_handler'")
+
+
+_COLLECTIONS = (list, tuple, collections.abc.Sequence, collections.abc.Iterable)
+
+
+def _first_annotation(obj: Any) -> Any:
+    """The resolved annotation of the first parameter, or ``None`` when there is none or it
+    cannot be resolved (names only imported under TYPE_CHECKING, for instance)."""
+    try:
+        signature = inspect.signature(obj, eval_str=True)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: nothing to check
+        return None
+    for parameter in signature.parameters.values():
+        return None if parameter.annotation is inspect.Parameter.empty else parameter.annotation
+    return None
 
 
 def _describe(signature: inspect.Signature) -> str:
