@@ -1,8 +1,9 @@
 """Typed configuration, loaded from YAML, interpolated from the environment, validated.
 
 Every section mirrors a package (``leases``, ``reader``, ``processing`` ...). Unknown
-keys are errors, and every error names the key path and the reason, e.g.
-``routes[1].table: unknown table 'ordrs' (known: events, orders, shipments)``.
+keys are errors (with the closest known key as a "did you mean"), and every error names
+the key path and the reason, e.g.
+``routes[1].table: unknown table 'ordrs' (known: events, orders, shipments); did you mean 'orders'?``.
 
 String values may use ``${VAR}`` or ``${VAR:-default}``; an unset variable without a
 default is a config error naming the key that used it.
@@ -299,27 +300,33 @@ class Config(_Section):
         return sorted({route.table for route in self.routes})
 
 
+def _unknown_table(name: str | None, tables: dict[str, TableConfig]) -> str:
+    """``unknown table 'x' (known: ...)``, with the closest known name when one is close."""
+    reason = f"unknown table {name!r} (known: {', '.join(sorted(tables))})"
+    close = difflib.get_close_matches(str(name), list(tables), n=1, cutoff=0.6)
+    return f"{reason}; did you mean {close[0]!r}?" if close else reason
+
+
 def _cross_check(config: Config) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
-    known = ", ".join(sorted(config.tables))
     names: set[str] = set()
     for index, route in enumerate(config.routes):
         if route.table not in config.tables:
-            problems.append((f"routes[{index}].table", f"unknown table {route.table!r} (known: {known})"))
+            problems.append((f"routes[{index}].table", _unknown_table(route.table, config.tables)))
         if route.name in names:
             problems.append((f"routes[{index}].name", f"duplicate route name {route.name!r}"))
         names.add(route.name)
     if config.publisher.type == "outbox" and config.publisher.table not in config.tables:
-        problems.append(("publisher.table", f"unknown table {config.publisher.table!r} (known: {known})"))
+        problems.append(("publisher.table", _unknown_table(config.publisher.table, config.tables)))
     for index, route in enumerate(config.routes):
-        problems.extend(_check_route_delivery(config, index, route, known))
+        problems.extend(_check_route_delivery(config, index, route))
     dead_letter = config.processing.dead_letter
     if dead_letter is not None and dead_letter.table is not None and dead_letter.table not in config.tables:
-        problems.append(("processing.dead_letter.table", f"unknown table {dead_letter.table!r} (known: {known})"))
+        problems.append(("processing.dead_letter.table", _unknown_table(dead_letter.table, config.tables)))
     return problems
 
 
-def _check_route_delivery(config: Config, index: int, route: RouteConfig, known: str) -> list[tuple[str, str]]:
+def _check_route_delivery(config: Config, index: int, route: RouteConfig) -> list[tuple[str, str]]:
     from worker.processing.filters import FilterPatternError, compile_filters
 
     problems: list[tuple[str, str]] = []
@@ -335,7 +342,7 @@ def _check_route_delivery(config: Config, index: int, route: RouteConfig, known:
         problems.append((key, "max_attempts / max_record_age_seconds need a dead-letter destination "
                               f"({where}.dead_letter or processing.dead_letter): records are parked, never dropped"))
     if route.dead_letter is not None and route.dead_letter.table is not None and route.dead_letter.table not in config.tables:
-        problems.append((f"{where}.dead_letter.table", f"unknown table {route.dead_letter.table!r} (known: {known})"))
+        problems.append((f"{where}.dead_letter.table", _unknown_table(route.dead_letter.table, config.tables)))
     if route.handler is not None and {"batch_size", "batching_window_seconds"} & route.model_fields_set:
         problems.append((f"{where}.batch_size", "batch_size and batching_window_seconds apply to batch_handler routes"))
     return problems

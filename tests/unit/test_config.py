@@ -122,7 +122,7 @@ def test_route_naming_unknown_table_lists_the_known_tables() -> None:
     data = doc()
     data["routes"][0]["table"] = "ordrs"
 
-    assert problems_of(data) == [("routes[0].table", "unknown table 'ordrs' (known: events, orders)")]
+    assert problems_of(data) == [("routes[0].table", "unknown table 'ordrs' (known: events, orders); did you mean 'orders'?")]
 
 
 def test_duplicate_route_names_are_reported() -> None:
