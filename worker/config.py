@@ -200,15 +200,15 @@ class Conditions(_Section):
     old_image: dict[str, Any] = {}
 
 
-_IMPORT_STRING = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-_DOTTED_ONLY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
+_IMPORT_STRING = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+_DOTTED_ONLY = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$"
 
 
 def _check_import_string(value: str | None) -> str | None:
     """``package.module:function``; a dotted path without the colon gets the fix spelled out."""
-    if value is None or _IMPORT_STRING.match(value):
+    if value is None or re.match(_IMPORT_STRING, value):
         return value
-    if _DOTTED_ONLY.match(value):
+    if re.match(_DOTTED_ONLY, value):
         module, _, function = value.rpartition(".")
         raise ValueError(f"{value!r} needs a colon between module and function: did you mean '{module}:{function}'?")
     raise ValueError(f"expected 'package.module:function', got {value!r}")
@@ -223,8 +223,8 @@ class RouteConfig(_Section):
     events: list[EventNameLiteral] = ["INSERT", "MODIFY", "REMOVE"]
     when: Conditions = Conditions()
     filters: list[dict[str, Any]] = []
-    handler: str | None = Field(None, description="per record: async def handle(record, ctx)")
-    batch_handler: str | None = Field(None, description="per batch: async def handle(records, ctx)")
+    handler: str | None = Field(None, pattern=_IMPORT_STRING)
+    batch_handler: str | None = Field(None, pattern=_IMPORT_STRING)
     batch_size: int = Field(100, ge=1, le=10_000)
     batching_window_seconds: float = Field(0.0, ge=0, le=300)
     parallelization_factor: int = Field(1, ge=1, le=100)
@@ -233,10 +233,11 @@ class RouteConfig(_Section):
     dead_letter: DeadLetterConfig | None = None
     options: dict[str, Any] = {}
 
-    @field_validator("handler", "batch_handler")
+    @field_validator("handler", "batch_handler", mode="before")
     @classmethod
-    def _import_string(cls, value: str | None) -> str | None:
-        return _check_import_string(value)
+    def _import_string(cls, value: Any) -> Any:
+        # Before the pattern check, so that a dotted path gets the fix instead of the regex.
+        return _check_import_string(value) if isinstance(value, str) else value
 
     @field_validator("events")
     @classmethod
