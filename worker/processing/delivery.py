@@ -38,7 +38,7 @@ from worker.processing.context import HandlerContext, TableProvider
 from worker.processing.watchdog import HandlerTimeout, Watchdog
 from worker.processing.router import Route
 from worker.publishing.base import Publisher
-from worker.publishing.none import NoPublisher
+from worker.publishing.none import for_route as publisher_for_route
 from worker.records import StreamRecord
 from worker.tracebacks import TracebackGate, failure_site, format_traceback
 
@@ -96,8 +96,7 @@ class RouteDelivery:
         self.route = route
         self._services = services
         # Without a configured publisher, publishing fails with an error naming this route.
-        publisher = services.publisher
-        self._publisher = publisher.for_route(route.name) if isinstance(publisher, NoPublisher) else publisher
+        self._publisher = publisher_for_route(services.publisher, route.name)
         self._dead_letters = dead_letters
         self._on_finished = on_finished
         self._on_failure = on_failure

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable, TypeVar
 
 from worker.errors import PermanentError
+from worker.publishing.base import Publisher
 from worker.publishing.events import Event
 
 _Handler = TypeVar("_Handler", bound=Callable[..., object])
@@ -26,10 +27,6 @@ class NoPublisher:
     def __init__(self, route: str | None = None) -> None:
         self._route = route
 
-    def for_route(self, route: str) -> "NoPublisher":
-        """The same stand-in, naming ``route`` in its error."""
-        return NoPublisher(route)
-
     async def publish(self, event: Event) -> None:
         where = f"route {self._route!r}" if self._route else "a handler"
         raise PublisherNotConfigured(
@@ -39,6 +36,11 @@ class NoPublisher:
 
     async def close(self) -> None:
         return None
+
+
+def for_route(publisher: Publisher, route: str) -> Publisher:
+    """The publisher a route's handlers get: the same one, or a stand-in naming the route."""
+    return NoPublisher(route) if isinstance(publisher, NoPublisher) else publisher
 
 
 def publishes_events(handler: _Handler) -> _Handler:
