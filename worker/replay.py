@@ -16,7 +16,7 @@ from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential_jitter
 
 from worker.aws import AwsClients
 from worker.config import Config, DeadLetterConfig
-from worker.deadletter import Parked, build_dead_letter_source
+from worker.deadletter import DeadLetter, Parked, build_dead_letter_source
 from worker.processing.invocation import DeliveryServices, HandlerInvoker
 from worker.processing.router import Route, Router
 from worker.processing.tables import Tables
@@ -31,6 +31,8 @@ class ReplayReport:
     replayed: list[str] = field(default_factory=list)  # "route seq"
     failed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    # With dry_run: the letters that would be replayed, so their errors can be shown.
+    previews: list[DeadLetter] = field(default_factory=list)
 
 
 async def _run(invoker: HandlerInvoker, parked: Parked, attempts: int) -> None:
@@ -83,6 +85,7 @@ async def replay(
                 seen.add(letter.id)
                 if dry_run:
                     report.skipped.append(label)
+                    report.previews.append(letter)
                     continue
                 try:
                     await _run(invokers[letter.route], parked, attempts)

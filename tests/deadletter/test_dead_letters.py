@@ -96,6 +96,14 @@ def make_record(sequence: str = "100000000000000000001", shard: str = SHARD, not
     return StreamRecord(make_raw(sequence, note), table="orders", stream_arn=STREAM_ARN, shard_id=shard)
 
 
+def raised(error: Exception) -> Exception:
+    """``error`` with a traceback, as a handler's failure has: letters carry it."""
+    try:
+        raise error
+    except Exception as caught:  # noqa: BLE001 - handed back on purpose
+        return caught
+
+
 def make_letter(
     sequence: str = "100000000000000000001",
     *,
@@ -107,7 +115,7 @@ def make_letter(
     return DeadLetter.from_failure(
         make_record(sequence, shard, note),
         route,
-        PermanentError(f"bad total in {sequence}"),
+        raised(PermanentError(f"bad total in {sequence}")),
         "exhausted",
         attempts,
         FIRST_FAILURE,
@@ -199,6 +207,7 @@ def test_json_layout_is_camel_case_with_tagged_values() -> None:
 
     data = json.loads(letter.to_json())
 
+    assert data.pop("traceback").startswith("Traceback (most recent call last):")
     assert {key: value for key, value in data.items() if key != "record"} == {
         "version": 1,
         "id": letter.id,

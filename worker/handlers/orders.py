@@ -16,6 +16,7 @@ from worker.aws_errors import is_conditional_check_failed
 from worker.errors import PermanentError
 from worker.processing.context import HandlerContext
 from worker.publishing.events import Event
+from worker.publishing.none import publishes_events
 from worker.records import StreamRecord
 
 SHIPMENT_REQUESTED = "ShipmentRequested"
@@ -29,6 +30,7 @@ def _order_id(record: StreamRecord) -> Any:
     return order_id
 
 
+@publishes_events
 async def process_order(record: StreamRecord, ctx: HandlerContext) -> None:
     order_id = _order_id(record)
     orders = await ctx.table(ctx.options.get("orders_table", "orders"))

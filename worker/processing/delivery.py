@@ -39,10 +39,15 @@ from worker.processing.invocation import BatchResult, DeliveryServices, HandlerI
 from worker.processing.progress import ShardProgress
 from worker.processing.router import Route
 from worker.records import StreamRecord
+from worker.tracebacks import TracebackGate, failure_site, format_traceback
 
 __all__ = ["BatchResult", "DeliveryServices", "ProcessingObserver", "RecordTooOld", "ReportedFailure", "RouteDelivery"]
 
 log = structlog.get_logger(__name__)
+
+# Shared by every route of the process: one poison record logs its traceback on its first
+# failure and then at most once a minute, while the one-line summary logs every retry.
+_tracebacks = TracebackGate(interval=60.0)
 
 
 class ReportedFailure(RetryableError):
@@ -99,6 +104,16 @@ class RouteDelivery:
 
     def _parks_permanent(self, error: BaseException) -> bool:
         return self._dead_letters is not None and not is_retryable(error)
+
+    def _failure_details(self, record: StreamRecord, error: BaseException) -> dict[str, str]:
+        """``at`` (the failing line) always; ``traceback`` when the gate lets it through.
+        Nothing for failures that were never raised (a batch handler's reported records)."""
+        if error.__traceback__ is None:
+            return {}
+        details = {"at": failure_site(error)}
+        if _tracebacks.allow((self.route.name, record.shard_id, record.sequence_number)):
+            details["traceback"] = format_traceback(error)
+        return details
 
     def _observe(self, records: Iterable[StreamRecord], outcome: str, started: float, ended: float) -> None:
         for record in records:
@@ -181,6 +196,7 @@ class RouteDelivery:
             "retry failed handler", route=self.route.name, stream=self.route.table,
             shard=records[0].shard_id, seq=records[0].sequence_number, records=len(records),
             attempt=attempts, delay=round(delay, 3), error=type(error).__name__, detail=str(error)[:300],
+            **self._failure_details(records[0], error),
         )
         await self._sleep(delay)
         return False
@@ -265,7 +281,8 @@ class RouteDelivery:
         metrics.records_dead_lettered.labels(self.route.table, self.route.name, error_class).inc()
         log.warning("park record in dead-letter destination", route=self.route.name, stream=self.route.table,
                     shard=record.shard_id, seq=record.sequence_number, error_class=error_class,
-                    attempts=attempts, error=type(error).__name__, detail=str(error)[:300])
+                    attempts=attempts, error=type(error).__name__, detail=str(error)[:300],
+                    at=failure_site(error))
         now = time.monotonic()
         self._observe([record], "dead_lettered", now, now)
         self._finish(record)

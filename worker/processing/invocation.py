@@ -18,6 +18,7 @@ from worker.processing.context import HandlerContext, TableProvider
 from worker.processing.router import Route
 from worker.processing.watchdog import HandlerTimeout, Watchdog
 from worker.publishing.base import Publisher
+from worker.publishing.none import for_route as publisher_for_route
 from worker.records import StreamRecord
 
 
@@ -50,6 +51,8 @@ class HandlerInvoker:
     def __init__(self, route: Route, services: DeliveryServices, log: Any) -> None:
         self.route = route
         self._services = services
+        # Without a configured publisher, publishing fails with an error naming this route.
+        self._publisher = publisher_for_route(services.publisher, route.name)
         self._log = log  # bound to the route; bound to the record on first use by a handler
         self._watchdog = Watchdog()
 
@@ -58,7 +61,7 @@ class HandlerInvoker:
         return HandlerContext(
             route=self.route.name,
             options=self.route.options,
-            publisher=self._services.publisher,
+            publisher=self._publisher,
             config=self._services.config,
             log=self._log if record is None else _RecordLog(self._log, record),
             _tables=self._services.tables,

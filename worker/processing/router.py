@@ -121,12 +121,18 @@ class Router:
         problems: list[tuple[str, str]] = []
         routes: list[Route] = []
         for index, route_config in enumerate(config.routes):
+            key = f"routes[{index}].{route_config.handler_key}"
             try:
-                routes.append(
-                    build_route(route_config, load_handler(route_config.import_string), config.processing)
-                )
+                handler = load_handler(route_config.import_string, batch=route_config.batch_handler is not None,
+                                       config_dir=config.directory)
             except HandlerImportError as exc:
-                problems.append((f"routes[{index}].handler", str(exc)))
+                problems.append((key, str(exc)))
+                continue
+            if getattr(handler, "publishes_events", False) and not config.publisher.enabled:
+                problems.append((key, f"{route_config.import_string} publishes follow-up events: "
+                                      "configure a 'publisher' section (e.g. type: outbox, table: events)"))
+                continue
+            routes.append(build_route(route_config, handler, config.processing))
         if problems:
             raise ConfigError(problems)
         return cls(routes)
