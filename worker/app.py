@@ -30,7 +30,7 @@ from worker.leases.coordinator import LeaseCoordinator
 from worker.leases.model import Lease
 from worker.leases.table import LeaseTable
 from worker.lifecycle.consumer import ConsumerState, ShardConsumer, ShardTopology
-from worker.observability import metrics
+from worker.observability import metrics, tracing
 from worker.observability.health import HealthServer
 from worker.processing.delivery import DeliveryServices, ProcessingObserver, RouteDelivery
 from worker.processing.pipeline import ShardPipeline
@@ -116,6 +116,7 @@ class App:
         structlog.contextvars.bind_contextvars(worker_id=self.worker_id)
         router = Router.from_config(self.config)  # handler import errors are config errors
         self.clients = AwsClients(self.config.aws)
+        tracing.start(self.config.observability.tracing, worker_id=self.worker_id)
         timeout = self.config.worker.startup_timeout_seconds
         try:
             async with asyncio.timeout(timeout):
@@ -155,7 +156,7 @@ class App:
         if problems:  # report every table at once, not one per restart
             raise SetupError("; ".join(problems))
         names = {logical: table.name for logical, table in config.tables.items()}
-        self.publisher = await build_publisher(config.publisher, self.clients, names)
+        self.publisher = tracing.traced_publisher(await build_publisher(config.publisher, self.clients, names))
         self.router = router
         self.services = DeliveryServices(
             publisher=self.publisher, tables=Tables(self.clients, names), config=config,
@@ -451,6 +452,7 @@ class App:
             await self.health.close()
         if self.clients is not None:
             await self.clients.close()
+        await tracing.stop()
         metrics.up.set(0)
         self._log.info("stop worker", seconds=round(time.monotonic() - started, 3))
 
