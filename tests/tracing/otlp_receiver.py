@@ -42,8 +42,12 @@ def _attributes(pairs: Any) -> dict[str, Any]:
 
 
 class OtlpReceiver:
-    def __init__(self) -> None:
+    """``keep_spans=False`` only counts them (``span_count``): for the benchmark."""
+
+    def __init__(self, keep_spans: bool = True) -> None:
         self.spans: list[ReceivedSpan] = []
+        self.span_count = 0
+        self._keep_spans = keep_spans
         self.requests: list[str] = []  # paths posted to
         self._lock = threading.Lock()
         receiver = self
@@ -88,6 +92,12 @@ class OtlpReceiver:
         self._thread.join(timeout=5)
 
     def _keep(self, path: str, request: ExportTraceServiceRequest) -> None:
+        if not self._keep_spans:
+            count = sum(len(scope.spans) for resource in request.resource_spans for scope in resource.scope_spans)
+            with self._lock:
+                self.requests.append(path)
+                self.span_count += count
+            return
         found = []
         for resource_spans in request.resource_spans:
             service = _attributes(resource_spans.resource.attributes).get("service.name", "")
@@ -109,3 +119,4 @@ class OtlpReceiver:
         with self._lock:
             self.requests.append(path)
             self.spans.extend(found)
+            self.span_count += len(found)

@@ -37,7 +37,7 @@ import contextlib
 import contextvars
 import os
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, ContextManager, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ContextManager, Sequence
 
 import structlog
 
@@ -59,11 +59,29 @@ _NOOP: ContextManager[None] = contextlib.nullcontext()
 
 
 class _Active:
-    """The running tracer and the provider that flushes it."""
+    """The running tracer, the provider that flushes it, and the OpenTelemetry names the
+    hooks use (imported once, here, not on every call)."""
 
     def __init__(self, provider: "TracerProvider", tracer: "Tracer") -> None:
+        from opentelemetry import context, trace
+        from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
         self.provider = provider
         self.tracer = tracer
+        self.attach = context.attach
+        self.detach = context.detach
+        self.empty_context = context.Context
+        self.in_context = trace.set_span_in_context
+        self.current_span = trace.get_current_span
+        self.Link = Link
+        self.kinds = SpanKind
+        self._status, self._error_code = Status, StatusCode.ERROR
+        self.propagator = TraceContextTextMapPropagator()
+
+
+    def error(self, description: str) -> Any:
+        return self._status(self._error_code, description)
 
 
 _active: _Active | None = None
@@ -123,14 +141,10 @@ async def stop() -> None:
         await asyncio.to_thread(active.provider.shutdown)
 
 
-def _tracer() -> "Tracer | None":
-    return _active.tracer if _active is not None else None
-
-
 # -- trace context in records and events ---------------------------------------------------
 
 
-def _carried_context(record: "StreamRecord") -> Any:
+def _carried_context(active: _Active, record: "StreamRecord") -> Any:
     """The trace context a record carries (its new image's ``traceparent``), or None."""
     image = record.raw.get("dynamodb", {}).get("NewImage")
     if not image:
@@ -142,65 +156,83 @@ def _carried_context(record: "StreamRecord") -> Any:
     state = image.get("tracestate")
     if isinstance(state, dict) and isinstance(state.get("S"), str):
         carrier["tracestate"] = state["S"]
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
     # A malformed value gives an empty context: the record starts a trace of its own.
-    return TraceContextTextMapPropagator().extract(carrier)
+    return active.propagator.extract(carrier)
 
 
-def _inject() -> str | None:
-    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-    carrier: dict[str, str] = {}
-    TraceContextTextMapPropagator().inject(carrier)
-    return carrier.get("traceparent")
+# -- spans ---------------------------------------------------------------------------------
 
 
-# -- hooks on the record path --------------------------------------------------------------
+class _Scope:
+    """A span made current for a ``with`` block and ended after it; an exception is
+    recorded on it. (What ``start_as_current_span`` does, without its generator layers.)"""
+
+    __slots__ = ("_active", "span", "_token", "_outcome")
+
+    def __init__(self, active: _Active, span: "Span", outcome: bool = False) -> None:
+        self._active = active
+        self.span = span
+        self._outcome = outcome  # set stream_worker.outcome ok / error
+        self._token: Any = None
+
+    def __enter__(self) -> "Span":
+        self._token = self._active.attach(self._active.in_context(self.span))
+        return self.span
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> None:
+        span = self.span
+        self._active.detach(self._token)
+        if error is not None:
+            if span.is_recording():
+                span.record_exception(error)
+                span.set_status(self._active.error(f"{type(error).__name__}: {error}"))
+                if self._outcome:
+                    span.set_attributes({"stream_worker.outcome": "error", "error.type": type(error).__name__})
+        elif self._outcome:
+            span.set_attribute("stream_worker.outcome", "ok")
+        span.end()
+
+
+class _DeliveryScope(_Scope):
+    __slots__ = ("_calls_token",)
+
+    def __enter__(self) -> "Span":
+        self._calls_token = _calls.set([0])
+        return super().__enter__()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> None:
+        try:
+            super().__exit__(kind, error, tb)
+        finally:
+            _calls.reset(self._calls_token)
 
 
 def delivery(route: "Route", records: Sequence["StreamRecord"]) -> ContextManager[Any]:
     """Around one delivery of ``records`` to ``route`` (all attempts, parks included)."""
-    if _active is None:
+    active = _active
+    if active is None:
         return _NOOP
-    return _delivery(_active.tracer, route, records)
-
-
-@contextlib.contextmanager
-def _delivery(tracer: "Tracer", route: "Route", records: Sequence["StreamRecord"]) -> Iterator["Span"]:
-    from opentelemetry.trace import Link, SpanKind, get_current_span
-
     parent = None
     links = []
     if len(records) == 1:
-        parent = _carried_context(records[0])
+        parent = _carried_context(active, records[0])
     else:
         for record in records:
-            carried = _carried_context(record)
+            carried = _carried_context(active, record)
             if carried is not None:
-                links.append(Link(get_current_span(carried).get_span_context()))
-    attributes = _record_attributes(route, records)
-    calls_token = _calls.set([0])
-    try:
-        with tracer.start_as_current_span(
-            f"deliver {route.name}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes, links=links,
-        ) as span:
-            yield span
-    finally:
-        _calls.reset(calls_token)
+                links.append(active.Link(active.current_span(carried).get_span_context()))
+    span = active.tracer.start_span(
+        f"deliver {route.name}", context=parent, kind=active.kinds.CONSUMER,
+        attributes=_record_attributes(route, records), links=links, record_exception=False,
+    )
+    return _DeliveryScope(active, span)
 
 
 def handler_call(route: "Route", records: Sequence["StreamRecord"]) -> ContextManager[Any]:
     """Around one handler call; the span's outcome is ``error`` if the call raised."""
-    if _active is None:
+    active = _active
+    if active is None:
         return _NOOP
-    return _handler_call(_active.tracer, route, records)
-
-
-@contextlib.contextmanager
-def _handler_call(tracer: "Tracer", route: "Route", records: Sequence["StreamRecord"]) -> Iterator["Span"]:
-    from opentelemetry.trace import SpanKind
-
     calls = _calls.get()
     attempt = 1
     if calls is not None:
@@ -210,14 +242,9 @@ def _handler_call(tracer: "Tracer", route: "Route", records: Sequence["StreamRec
     # Per-record routes: the attempt at this record. Batch routes: the call number within
     # this delivery (bisected halves count as calls).
     attributes["stream_worker.attempt"] = attempt
-    with tracer.start_as_current_span(f"handle {route.name}", kind=SpanKind.INTERNAL, attributes=attributes) as span:
-        try:
-            yield span
-        except BaseException as exc:
-            span.set_attribute("stream_worker.outcome", "error")
-            span.set_attribute("error.type", type(exc).__name__)
-            raise
-        span.set_attribute("stream_worker.outcome", "ok")
+    span = active.tracer.start_span(f"handle {route.name}", kind=active.kinds.INTERNAL, attributes=attributes,
+                                    record_exception=False)
+    return _Scope(active, span, outcome=True)
 
 
 def _record_attributes(route: "Route", records: Sequence["StreamRecord"]) -> dict[str, Any]:
@@ -228,8 +255,6 @@ def _record_attributes(route: "Route", records: Sequence["StreamRecord"]) -> dic
         "stream_worker.shard_id": first.shard_id,
         "stream_worker.sequence_number": first.sequence_number,
         "stream_worker.records": len(records),
-        "aws.dynamodb.stream_arn": first.stream_arn,
-        "messaging.system": "aws_dynamodb_streams",
     }
     if len(records) > 1:
         attributes["stream_worker.last_sequence_number"] = records[-1].sequence_number
@@ -238,11 +263,10 @@ def _record_attributes(route: "Route", records: Sequence["StreamRecord"]) -> dic
 
 def record_park(record: "StreamRecord", error_class: str, attempts: int, error: BaseException) -> None:
     """A record was parked in the dead-letter destination: an event on the delivery span."""
-    if _active is None:
+    active = _active
+    if active is None:
         return
-    from opentelemetry.trace import get_current_span
-
-    get_current_span().add_event("dead_lettered", {
+    active.current_span().add_event("dead_lettered", {
         "stream_worker.sequence_number": record.sequence_number,
         "stream_worker.error_class": error_class,
         "stream_worker.attempts": attempts,
@@ -252,25 +276,24 @@ def record_park(record: "StreamRecord", error_class: str, attempts: int, error: 
 
 def checkpoint(stream_label: str, shard_id: str, sequence_number: str) -> ContextManager[Any]:
     """Around one checkpoint write (a root span: see the module docstring)."""
-    if _active is None:
+    active = _active
+    if active is None:
         return _NOOP
-    from opentelemetry import context as otel_context
-    from opentelemetry.trace import SpanKind
-
-    return _active.tracer.start_as_current_span(
-        f"checkpoint {stream_label}", context=otel_context.Context(), kind=SpanKind.CLIENT,
+    span = active.tracer.start_span(
+        f"checkpoint {stream_label}", context=active.empty_context(), kind=active.kinds.CLIENT,
         attributes={"stream_worker.table": stream_label, "stream_worker.shard_id": shard_id,
                     "stream_worker.sequence_number": sequence_number},
+        record_exception=False,
     )
+    return _Scope(active, span)
 
 
 def exemplar() -> dict[str, str] | None:
     """The current trace as a Prometheus exemplar, when it is sampled (else None)."""
-    if _active is None:
+    active = _active
+    if active is None:
         return None
-    from opentelemetry.trace import get_current_span
-
-    context = get_current_span().get_span_context()
+    context = active.current_span().get_span_context()
     if not context.trace_flags.sampled:
         return None
     return {"trace_id": format(context.trace_id, "032x"), "span_id": format(context.span_id, "016x")}
@@ -282,19 +305,21 @@ def exemplar() -> dict[str, str] | None:
 class TracedPublisher:
     """Publishes through ``inner`` inside a ``publish`` span whose context the event carries."""
 
-    def __init__(self, inner: "Publisher", tracer: "Tracer") -> None:
+    def __init__(self, inner: "Publisher", active: _Active) -> None:
         self._inner = inner
-        self._tracer = tracer
+        self._active = active
 
     async def publish(self, event: "Event") -> None:
-        from opentelemetry.trace import SpanKind
-
-        with self._tracer.start_as_current_span(
-            f"publish {event.type}", kind=SpanKind.PRODUCER,
+        active = self._active
+        span = active.tracer.start_span(
+            f"publish {event.type}", kind=active.kinds.PRODUCER, record_exception=False,
             attributes={"stream_worker.event_id": event.id, "stream_worker.event_type": event.type,
                         "stream_worker.correlation_id": event.correlation_id},
-        ):
-            await self._inner.publish(replace(event, traceparent=_inject()))
+        )
+        with _Scope(active, span):
+            carrier: dict[str, str] = {}
+            active.propagator.inject(carrier)
+            await self._inner.publish(replace(event, traceparent=carrier.get("traceparent")))
 
     async def close(self) -> None:
         await self._inner.close()
@@ -304,4 +329,4 @@ def traced_publisher(publisher: "Publisher") -> "Publisher":
     """``publisher`` itself while tracing is off; else one that traces and propagates."""
     if _active is None:
         return publisher
-    return TracedPublisher(publisher, _active.tracer)
+    return TracedPublisher(publisher, _active)
