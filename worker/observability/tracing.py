@@ -85,6 +85,7 @@ class _Active:
 
 
 _active: _Active | None = None
+_users = 0  # workers of this process that started tracing and have not stopped yet
 
 # Handler calls made so far by the delivery running in this task (the attempt number).
 _calls: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("stream_worker_calls", default=None)
@@ -98,10 +99,16 @@ def enabled() -> bool:
 
 
 def start(config: "TracingConfig", *, worker_id: str) -> bool:
-    """Install the tracer when ``config.enabled`` (settled by the config loader). True if on."""
-    global _active
+    """Install the tracer when ``config.enabled`` (settled by the config loader). True if on.
+
+    One tracer per process: a second worker in the process (tests, embedding) shares the
+    first one's, and the last :func:`stop` flushes it."""
+    global _active, _users
     if not config.enabled:
         return False
+    if _active is not None:
+        _users += 1
+        return True
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -123,6 +130,7 @@ def start(config: "TracingConfig", *, worker_id: str) -> bool:
     # spans rather than slowing the records down.
     provider.add_span_processor(BatchSpanProcessor(exporter))
     _active = _Active(provider, provider.get_tracer("stream-worker", __version__))
+    _users = 1
     log.info("start tracing", service=service, endpoint=config.endpoint or _env_endpoint(),
              sampling_ratio=config.sampling_ratio)
     return True
@@ -133,8 +141,12 @@ def _env_endpoint() -> str | None:
 
 
 async def stop() -> None:
-    """Export what is buffered and remove the tracer. Idempotent."""
-    global _active
+    """Undo one :func:`start` that returned True; the last one exports what is buffered and
+    removes the tracer. Harmless when tracing is off."""
+    global _active, _users
+    _users = max(_users - 1, 0)
+    if _users:
+        return
     active, _active = _active, None
     if active is not None:
         # Shutting down flushes over HTTP: off the event loop.
