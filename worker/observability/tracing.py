@@ -234,10 +234,18 @@ def delivery(route: "Route", records: Sequence["StreamRecord"]) -> ContextManage
             if carried is not None:
                 links.append(active.Link(active.current_span(carried).get_span_context()))
     span = active.tracer.start_span(
-        f"deliver {route.name}", context=parent, kind=active.kinds.CONSUMER,
-        attributes=_record_attributes(route, records), links=links, record_exception=False,
+        f"deliver {route.name}", context=parent, kind=active.kinds.CONSUMER, links=links, record_exception=False,
     )
+    if span.is_recording():  # attributes only for sampled spans: most records are not, at low ratios
+        span.set_attributes(_record_attributes(route, records))
     return _DeliveryScope(active, span)
+
+
+def _unsampled(active: _Active) -> bool:
+    """The current span exists and is not sampled: its children would not be either (the
+    sampler is parent-based), so they are not made; its context still propagates."""
+    current = active.current_span()
+    return not current.is_recording() and current.get_span_context().is_valid
 
 
 def handler_call(route: "Route", records: Sequence["StreamRecord"]) -> ContextManager[Any]:
@@ -250,6 +258,8 @@ def handler_call(route: "Route", records: Sequence["StreamRecord"]) -> ContextMa
     if calls is not None:
         calls[0] += 1
         attempt = calls[0]
+    if _unsampled(active):
+        return _NOOP
     attributes = _record_attributes(route, records)
     # Per-record routes: the attempt at this record. Batch routes: the call number within
     # this delivery (bisected halves count as calls).
@@ -323,15 +333,21 @@ class TracedPublisher:
 
     async def publish(self, event: "Event") -> None:
         active = self._active
+        if _unsampled(active):
+            await self._inner.publish(replace(event, traceparent=self._traceparent()))
+            return
         span = active.tracer.start_span(
             f"publish {event.type}", kind=active.kinds.PRODUCER, record_exception=False,
             attributes={"stream_worker.event_id": event.id, "stream_worker.event_type": event.type,
                         "stream_worker.correlation_id": event.correlation_id},
         )
         with _Scope(active, span):
-            carrier: dict[str, str] = {}
-            active.propagator.inject(carrier)
-            await self._inner.publish(replace(event, traceparent=carrier.get("traceparent")))
+            await self._inner.publish(replace(event, traceparent=self._traceparent()))
+
+    def _traceparent(self) -> str | None:
+        carrier: dict[str, str] = {}
+        self._active.propagator.inject(carrier)
+        return carrier.get("traceparent")
 
     async def close(self) -> None:
         await self._inner.close()
