@@ -147,18 +147,18 @@ class RouteDelivery:
     async def _invoke(self, call: Awaitable[Any], records: list[StreamRecord]) -> Any:
         route = self.route
         started = time.monotonic()
-        with tracing.handler_call(route, records):
-            try:
+        try:
+            with tracing.handler_call(route, records):
                 if route.timeout_seconds is None:
                     result = await call
                 else:
                     result = await self._watchdog.run(call, route.timeout_seconds)
-            except HandlerTimeout:
-                self._record(records, "error", started)
-                raise RetryableError(f"handler timed out after {route.timeout_seconds} s") from None
-            except Exception:
-                self._record(records, "error", started)
-                raise
+        except HandlerTimeout:
+            self._record(records, "error", started)
+            raise RetryableError(f"handler timed out after {route.timeout_seconds} s") from None
+        except Exception:
+            self._record(records, "error", started)
+            raise
         return result, started
 
     def _record(self, records: list[StreamRecord], outcome: str, started: float) -> None:
