@@ -267,3 +267,20 @@ async def test_parked_record_is_recorded_on_its_delivery_span(
     assert attributes["stream_worker.error_class"] == "permanent"
     assert attributes["stream_worker.attempts"] == 1
     assert attributes["stream_worker.sequence_number"] == deliver.attributes["stream_worker.sequence_number"]
+
+
+async def test_a_handlers_own_spans_join_the_records_trace(
+    moto_url: str, prefix: str, aws: dict[str, Any], receiver: OtlpReceiver
+) -> None:
+    def mutate(doc: dict[str, Any]) -> None:
+        tracing_on(receiver.traces_url, sampling_ratio=1.0)(doc)
+        doc["routes"][1]["handler"] = "tests.tracing.handlers:traced_dispatch"
+
+    config = seed_config(moto_url, prefix, mutate)
+    await setup_tables(config)
+    await run_orders(App(config), aws["dynamodb"], config, ["h-1"])
+    spans = list(receiver.spans)
+    handle = only(spans, "handle shipment-dispatch")
+    custom = only(spans, "carrier booking")
+    assert (custom.trace_id, custom.parent_span_id) == (handle.trace_id, handle.span_id)
+    assert custom.attributes["carrier"] == "test-post"

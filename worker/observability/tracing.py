@@ -25,9 +25,10 @@ The spans, and why they are shaped so (docs/operations.md shows them in a backen
 Histograms get the current trace as an exemplar (:func:`exemplar`), shown by the
 OpenMetrics exposition of ``/metrics`` (worker/observability/health.py).
 
-One tracer per process: :func:`start` installs it, :func:`stop` flushes and removes it. It is
-not installed as OpenTelemetry's global provider, so a process that embeds the worker keeps
-its own.
+One tracer per process: :func:`start` installs it, :func:`stop` flushes and removes it. It
+also becomes OpenTelemetry's global tracer provider unless the process set one already (an
+application that embeds the worker keeps its own), so a handler's own spans
+(``opentelemetry.trace.get_tracer(__name__)``) land in the record's trace.
 """
 
 from __future__ import annotations
@@ -131,9 +132,43 @@ def start(config: "TracingConfig", *, worker_id: str) -> bool:
     provider.add_span_processor(BatchSpanProcessor(exporter))
     _active = _Active(provider, provider.get_tracer("stream-worker", __version__))
     _users = 1
+    _install_global_provider()
     log.info("start tracing", service=service, endpoint=config.endpoint or _env_endpoint(),
              sampling_ratio=config.sampling_ratio)
     return True
+
+
+def _install_global_provider() -> None:
+    """Make OpenTelemetry's global provider one that forwards to the running tracer (once a
+    process, and only if nobody set one): handlers' own spans then join the record's trace,
+    also across the stop and start of workers in one process (tests)."""
+    from opentelemetry import trace
+
+    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return  # set already: by an earlier start, or by the application that embeds us
+
+    class ForwardingTracer(trace.Tracer):
+        def __init__(self, name: str, version: str | None) -> None:
+            self._name, self._version = name, version
+
+        def _target(self) -> "Tracer":
+            active = _active
+            if active is None:
+                return trace.NoOpTracer()
+            return active.provider.get_tracer(self._name, self._version)
+
+        def start_span(self, *args: Any, **kwargs: Any) -> "Span":
+            return self._target().start_span(*args, **kwargs)
+
+        def start_as_current_span(self, *args: Any, **kwargs: Any) -> Any:
+            return self._target().start_as_current_span(*args, **kwargs)
+
+    class ForwardingProvider(trace.TracerProvider):
+        def get_tracer(self, instrumenting_module_name: str, instrumenting_library_version: str | None = None,
+                       *args: Any, **kwargs: Any) -> "Tracer":
+            return ForwardingTracer(instrumenting_module_name, instrumenting_library_version)
+
+    trace.set_tracer_provider(ForwardingProvider())
 
 
 def _env_endpoint() -> str | None:
