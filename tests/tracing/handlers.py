@@ -16,3 +16,10 @@ async def traced_dispatch(record: StreamRecord, ctx: HandlerContext) -> None:
     with tracer.start_as_current_span("carrier booking") as span:
         span.set_attribute("carrier", "test-post")
         await dispatch_shipment(record, ctx)
+
+
+batches: list[list[str]] = []  # order ids of each batch call
+
+
+async def note_batch(records: list[StreamRecord], ctx: HandlerContext) -> None:
+    batches.append([str((record.new_image or {}).get("orderId")) for record in records])

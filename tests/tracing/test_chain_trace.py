@@ -284,3 +284,45 @@ async def test_a_handlers_own_spans_join_the_records_trace(
     custom = only(spans, "carrier booking")
     assert (custom.trace_id, custom.parent_span_id) == (handle.trace_id, handle.span_id)
     assert custom.attributes["carrier"] == "test-post"
+
+
+async def test_a_batch_delivery_starts_its_own_trace_and_links_each_records(
+    moto_url: str, prefix: str, aws: dict[str, Any], receiver: OtlpReceiver
+) -> None:
+    from tests.tracing import handlers
+
+    def mutate(doc: dict[str, Any]) -> None:
+        tracing_on(receiver.traces_url, sampling_ratio=1.0)(doc)
+        doc["routes"] = [{"name": "order-batches", "table": "orders", "events": ["INSERT"],
+                          "batch_handler": "tests.tracing.handlers:note_batch", "batch_size": 10}]
+
+    config = seed_config(moto_url, prefix, mutate)
+    await setup_tables(config)
+    ddb = aws["dynamodb"]
+    clients = {f"b-{i}": (f"{i + 1:032x}", f"{i + 1:016x}") for i in range(3)}
+    # Written before the worker starts: one page, one batch.
+    for order_id, (trace_id, span_id) in clients.items():
+        await ddb.put_item(TableName=config.tables["orders"].name, Item={
+            "orderId": {"S": order_id}, "status": {"S": "NEW"},
+            "traceparent": {"S": f"00-{trace_id}-{span_id}-01"}})
+    await ddb.put_item(TableName=config.tables["orders"].name,
+                       Item={"orderId": {"S": "b-untraced"}, "status": {"S": "NEW"}})
+    handlers.batches.clear()
+    app = App(config)
+    await app.start()
+    try:
+        async def handled() -> bool:
+            return sum(len(batch) for batch in handlers.batches) == 4
+        await wait_until(handled, timeout=30)
+    finally:
+        await app.stop()
+    assert handlers.batches == [["b-0", "b-1", "b-2", "b-untraced"]]
+    deliver = only(list(receiver.spans), "deliver order-batches")
+    handle = only(list(receiver.spans), "handle order-batches")
+    assert deliver.parent_span_id == "" and deliver.trace_id not in {t for t, _ in clients.values()}
+    assert sorted(deliver.links) == sorted(clients.values())
+    assert deliver.attributes["stream_worker.records"] == 4
+    assert handle.parent_span_id == deliver.span_id
+    assert handle.attributes["stream_worker.records"] == 4
+    first, last = (int(handle.attributes[f"stream_worker.{key}"]) for key in ("sequence_number", "last_sequence_number"))
+    assert first < last
