@@ -30,7 +30,7 @@ from worker.leases.coordinator import LeaseCoordinator
 from worker.leases.model import Lease
 from worker.leases.table import LeaseTable
 from worker.lifecycle.consumer import ConsumerState, ShardConsumer, ShardTopology
-from worker.observability import metrics
+from worker.observability import metrics, tracing
 from worker.observability.health import HealthServer
 from worker.processing.delivery import DeliveryServices, ProcessingObserver, RouteDelivery
 from worker.processing.pipeline import ShardPipeline
@@ -100,6 +100,7 @@ class App:
         self._dead_letters: dict[str, DeadLetterDestination | None] = {}
         self.health: HealthServer | None = None
         self._started = False
+        self._tracing = False  # this worker started tracing (worker/observability/tracing.py)
         self._crashed_at: dict[str, float] = {}  # loop -> monotonic time of its last crash
         self._stopped_shards: set[str] = set()  # shards held stopped by the trimmed-data policy
         self._log = log.bind(worker=self.worker_id)
@@ -116,6 +117,7 @@ class App:
         structlog.contextvars.bind_contextvars(worker_id=self.worker_id)
         router = Router.from_config(self.config)  # handler import errors are config errors
         self.clients = AwsClients(self.config.aws)
+        self._tracing = tracing.start(self.config.observability.tracing, worker_id=self.worker_id)
         timeout = self.config.worker.startup_timeout_seconds
         try:
             async with asyncio.timeout(timeout):
@@ -155,7 +157,7 @@ class App:
         if problems:  # report every table at once, not one per restart
             raise SetupError("; ".join(problems))
         names = {logical: table.name for logical, table in config.tables.items()}
-        self.publisher = await build_publisher(config.publisher, self.clients, names)
+        self.publisher = tracing.traced_publisher(await build_publisher(config.publisher, self.clients, names))
         self.router = router
         self.services = DeliveryServices(
             publisher=self.publisher, tables=Tables(self.clients, names), config=config,
@@ -451,6 +453,9 @@ class App:
             await self.health.close()
         if self.clients is not None:
             await self.clients.close()
+        if self._tracing:
+            self._tracing = False
+            await tracing.stop()  # flushes the spans of the stop itself too
         metrics.up.set(0)
         self._log.info("stop worker", seconds=round(time.monotonic() - started, 3))
 

@@ -33,7 +33,7 @@ from tenacity import wait_exponential_jitter
 
 from worker.deadletter import DeadLetter, DeadLetterDestination, DeadLetterTooLarge
 from worker.errors import PermanentError, RetryableError
-from worker.observability import metrics
+from worker.observability import metrics, tracing
 from worker.processing.context import HandlerContext, TableProvider
 from worker.processing.watchdog import HandlerTimeout, Watchdog
 from worker.processing.router import Route
@@ -166,10 +166,11 @@ class RouteDelivery:
         route = self.route
         started = time.monotonic()
         try:
-            if route.timeout_seconds is None:
-                result = await call
-            else:
-                result = await self._watchdog.run(call, route.timeout_seconds)
+            with tracing.handler_call(route, records):
+                if route.timeout_seconds is None:
+                    result = await call
+                else:
+                    result = await self._watchdog.run(call, route.timeout_seconds)
         except HandlerTimeout:
             self._record(records, "error", started)
             raise RetryableError(f"handler timed out after {route.timeout_seconds} s") from None
@@ -181,7 +182,7 @@ class RouteDelivery:
     def _record(self, records: list[StreamRecord], outcome: str, started: float) -> None:
         ended = time.monotonic()
         self._handled[outcome].inc(len(records))
-        self._duration.observe(ended - started)
+        self._duration.observe(ended - started, tracing.exemplar())
         if outcome == "ok":
             created = records[-1].approximate_creation_epoch
             if created is not None:
@@ -193,11 +194,12 @@ class RouteDelivery:
 
     async def deliver(self, records: list[StreamRecord]) -> None:
         """Return once every record is handled or parked (in order within the call)."""
-        if self.route.is_batch:
-            await self._deliver_batch(records)
-        else:
-            for record in records:
-                await self._deliver_one(record)
+        with tracing.delivery(self.route, records):
+            if self.route.is_batch:
+                await self._deliver_batch(records)
+            else:
+                for record in records:
+                    await self._deliver_one(record)
 
     async def _deliver_one(self, record: StreamRecord) -> None:
         attempts = 0
@@ -327,6 +329,7 @@ class RouteDelivery:
                           attempt=tries, error=type(exc).__name__, detail=str(exc)[:300])
                 await self._sleep(self._backoff(tries))
         metrics.records_dead_lettered.labels(self.route.table, self.route.name, error_class).inc()
+        tracing.record_park(record, error_class, attempts, error)
         log.warning("park record in dead-letter destination", route=self.route.name, stream=self.route.table,
                     shard=record.shard_id, seq=record.sequence_number, error_class=error_class,
                     attempts=attempts, error=type(error).__name__, detail=str(error)[:300],
