@@ -1,0 +1,187 @@
+"""``route_harness``: one route of a real config, run in-process against moto's mock.
+
+Records go through the real router (table, events, ``when`` conditions, filter patterns),
+the real delivery (retries, bisection, partial batch failures, parking) and the route's
+own handler. What differs from a running worker, and why:
+
+* AWS is moto's in-process mock: every table of the config exists, empty, under its AWS
+  name; ``await h.table(name)`` gives the same table the handler gets, to seed and inspect;
+* the publisher records events in ``h.published`` instead of sending them;
+* the route's dead-letter destination, if the config has one, is a list (``h.dead_letters``)
+  whatever its type; a route without one retries as the worker would, but the harness
+  gives up after ``retry_limit`` back-offs a record and raises :class:`HarnessStuck`;
+* back-off sleeps do not wait (the delays asked for are kept in ``h.backoffs``).
+
+All wiring of the engine is in this module, so that pointing the kit at a new engine
+means changing this file only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator, Mapping
+
+from worker.app import Tables
+from worker.aws import AwsClients
+from worker.config import Config, load_config
+from worker.deadletter import DeadLetter
+from worker.local.tables import create_application_table
+from worker.processing.context import Table
+from worker.processing.delivery import DeliveryServices, RouteDelivery
+from worker.processing.router import Route, Router
+from worker.publishing.events import Event
+from worker.records import EventName, StreamRecord
+from worker.testing import aws_mock
+from worker.testing.records import make_record
+
+
+class Outcome(str, enum.Enum):
+    """What became of one record given to :meth:`RouteHarness.deliver`."""
+
+    HANDLED = "handled"  # the handler succeeded with it
+    PARKED = "parked"  # written to the dead-letter destination (see ``h.dead_letters``)
+    FILTERED = "filtered"  # the route does not take it (table, events, conditions, filters)
+
+
+class HarnessStuck(RuntimeError):
+    """A record kept failing on a route without a dead-letter destination: the worker
+    would retry it forever (it never drops a record), so the harness stops instead."""
+
+
+class _RecordingPublisher:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    async def publish(self, event: Event) -> None:
+        self.events.append(event)
+
+    async def close(self) -> None:
+        return None
+
+
+class _ListDeadLetters:
+    def __init__(self) -> None:
+        self.letters: list[DeadLetter] = []
+
+    async def send(self, message: DeadLetter) -> None:
+        self.letters.append(message)
+
+    async def close(self) -> None:
+        return None
+
+
+@dataclass
+class RouteHarness:
+    """One route, wired to the real delivery. Made by :func:`route_harness`."""
+
+    config: Config
+    route: Route
+    router: Router
+    tables: Tables
+    retry_limit: int
+    published: list[Event] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    backoffs: list[float] = field(default_factory=list)
+    _delivery: RouteDelivery | None = field(default=None, repr=False)
+    _outcomes: dict[int, Outcome] = field(default_factory=dict, repr=False)
+    _budget: int = field(default=0, repr=False)
+
+    async def table(self, logical_name: str) -> Table:
+        """The (mocked) table ``logical_name`` of the config, as the handler sees it."""
+        table: Table = await self.tables.table(logical_name)
+        return table
+
+    def record(
+        self,
+        event_name: EventName | str,
+        keys: Mapping[str, Any],
+        new_image: Mapping[str, Any] | None = None,
+        old_image: Mapping[str, Any] | None = None,
+        **details: Any,
+    ) -> StreamRecord:
+        """:func:`~worker.testing.make_record` for this route's table."""
+        details.setdefault("table", self.route.table)
+        details.setdefault("region", self.config.aws.resolved_region())
+        return make_record(event_name, keys, new_image, old_image, **details)
+
+    async def deliver(self, records: list[StreamRecord]) -> list[Outcome]:
+        """Run ``records`` through the route, as one shard's pipeline would hand them over
+        (in order; batch routes get batches of up to ``batch_size``). Returns each record's
+        outcome, in the order given."""
+        assert self._delivery is not None
+        routed = [record for record in records if self.route in self.router.routes_for(record)]
+        self._budget = self.retry_limit * max(len(routed), 1)
+        size = self.route.batch_size if self.route.is_batch else len(routed) or 1
+        for start in range(0, len(routed), size):
+            await self._delivery.deliver(routed[start:start + size])
+        return [self._outcomes.pop(id(record), Outcome.FILTERED) for record in records]
+
+    # -- hooks given to the delivery ----------------------------------------------------
+
+    def _observe(self, record: StreamRecord, route: str, outcome: str, started: float, ended: float) -> None:
+        if outcome == "ok":
+            self._outcomes[id(record)] = Outcome.HANDLED
+        elif outcome == "dead_lettered":
+            self._outcomes[id(record)] = Outcome.PARKED
+
+    async def _sleep(self, delay: float) -> None:
+        self.backoffs.append(delay)
+        self._budget -= 1
+        if self._budget < 0:
+            raise HarnessStuck(
+                f"route {self.route.name!r}: records still failing after {self.retry_limit} retries each; "
+                "without a dead-letter destination (or with unbounded retries) the worker would retry "
+                "them forever. Give the route a dead_letter and retry.max_attempts, or fix the handler."
+            )
+        await asyncio.sleep(0)  # let other tasks run, as a real back-off would
+
+
+@contextlib.asynccontextmanager
+async def route_harness(
+    config_path: str | Path,
+    route_name: str,
+    *,
+    env: dict[str, str] | None = None,
+    retry_limit: int = 100,
+) -> AsyncIterator[RouteHarness]:
+    """Load the config at ``config_path`` and run its route ``route_name`` in-process.
+
+    ``env`` replaces the environment for ``${VAR}`` interpolation in the config.
+    """
+    loaded = load_config(config_path, env)
+    names = [route.name for route in loaded.routes]
+    if route_name not in names:
+        raise ValueError(f"no route {route_name!r} in {config_path} (routes: {', '.join(names)})")
+    region = loaded.aws.region or "us-east-1"
+    aws = loaded.aws.model_copy(update={"region": region, "endpoint_url": None, "endpoints": {}})
+    config = loaded.model_copy(update={"aws": aws})
+    router = Router.from_config(config)
+    route = next(route for route in router.routes if route.name == route_name)
+    with aws_mock.in_process_aws(region):
+        clients = AwsClients(config.aws)
+        aws_mock.attach(clients.session)
+        try:
+            ddb = await clients.client("dynamodb")
+            for table in config.tables.values():
+                await create_application_table(ddb, table.name, table.key, with_stream=False)
+            table_names = {logical: table.name for logical, table in config.tables.items()}
+            harness = RouteHarness(config=config, route=route, router=router,
+                                   tables=Tables(clients, table_names), retry_limit=retry_limit)
+            publisher = _RecordingPublisher()
+            harness.published = publisher.events
+            dead_letters = None
+            if route.dead_letter is not None:
+                memory = _ListDeadLetters()
+                harness.dead_letters = memory.letters
+                dead_letters = memory
+            services = DeliveryServices(publisher=publisher, tables=harness.tables, config=config,
+                                        worker_id="route-harness", observers=[harness._observe])
+            harness._delivery = RouteDelivery(route, services, dead_letters,
+                                              on_finished=lambda record: None, sleep=harness._sleep)
+            yield harness
+        finally:
+            await clients.close()
