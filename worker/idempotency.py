@@ -93,18 +93,20 @@ class IdempotencyStore:
     enable Time to Live on :data:`EXPIRATION_ATTRIBUTE` so that old rows go away.
     """
 
-    def __init__(self, table: str, *, expires_after_seconds: float = 3600.0) -> None:
+    def __init__(self, table: str, *, expires_after_seconds: float = 3600.0,
+                 clock: Callable[[], float] = time.time) -> None:
         if expires_after_seconds <= 0:
             raise ValueError("expires_after_seconds must be positive")
         self.table = table
         self.expires_after_seconds = expires_after_seconds
+        self._clock = clock  # epoch seconds; tests move it to expire claims and rows
 
     async def claim(self, ctx: HandlerContext, key: str) -> tuple[bool, Any]:
         """Claim ``key`` for this call. ``(True, None)``: go ahead and run the handler;
         ``(False, result)``: it completed before, with ``result``. Raises
         :class:`IdempotencyInProgress` while another claim is live."""
         table, key_attribute = await self._table(ctx)
-        now = time.time()
+        now = self._clock()
         remaining = ctx.remaining_seconds()
         hold = (DEFAULT_IN_PROGRESS_SECONDS if remaining is None else remaining) + IN_PROGRESS_MARGIN_SECONDS
         try:

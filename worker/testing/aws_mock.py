@@ -2,8 +2,8 @@
 
 moto answers botocore's ``before-send`` event with a response whose body is plain bytes;
 aiobotocore awaits the body, so moto's answer cannot be used as it is. :func:`attach`
-puts an adapter first on one aioboto3 session: the same moto backend answers, wrapped in
-aiobotocore's response type. Nothing leaves the process and no server is started.
+puts an adapter in its place on one aioboto3 session: the same moto backend answers,
+wrapped in aiobotocore's response type. Nothing leaves the process and no server is started.
 """
 
 from __future__ import annotations
@@ -40,8 +40,14 @@ def _answer(request: Any, **kwargs: Any) -> AioAWSResponse | None:
 
 
 def attach(session: aioboto3.Session) -> None:
-    """Route every client made from ``session`` afterwards to moto's in-process backend."""
-    session._session.get_component("event_emitter").register_first("before-send", _answer)
+    """Route every client made from ``session`` afterwards to moto's in-process backend.
+
+    moto's own handler is taken off: every ``before-send`` handler runs (the first answer
+    wins), so leaving it on would apply each request twice (an ``ADD`` would add twice).
+    """
+    events = session._session.get_component("event_emitter")
+    events.unregister("before-send", botocore_stubber)
+    events.register_first("before-send", _answer)
 
 
 @contextlib.contextmanager

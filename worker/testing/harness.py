@@ -30,7 +30,7 @@ from worker.aws import AwsClients
 from worker.config import Config, load_config
 from worker.deadletter import DeadLetter
 from worker.local.tables import create_application_table
-from worker.processing.context import Table
+from worker.processing.context import HandlerContext, Table
 from worker.processing.delivery import DeliveryServices, RouteDelivery
 from worker.processing.router import Route, Router
 from worker.publishing.events import Event
@@ -107,6 +107,12 @@ class RouteHarness:
         details.setdefault("table", self.route.table)
         details.setdefault("region", self.config.aws.resolved_region())
         return make_record(event_name, keys, new_image, old_image, **details)
+
+    def context(self, record: StreamRecord, attempt: int = 1) -> HandlerContext:
+        """The context the route's handler would get for ``record`` (to call a handler, or
+        a function it uses, directly)."""
+        assert self._delivery is not None
+        return self._delivery._context(record, attempt)
 
     async def deliver(self, records: list[StreamRecord]) -> list[Outcome]:
         """Run ``records`` through the route, as one shard's pipeline would hand them over
