@@ -16,12 +16,21 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-if TYPE_CHECKING:
-    from worker.errors import PermanentError, RetryableError
-    from worker.idempotency import IdempotencyStore, idempotent
-    from worker.processing.context import BatchHandler, BatchResult, Handler, HandlerContext, Table
-    from worker.publishing.events import Event
-    from worker.records import EventName, ImageValidationError, StreamRecord, StreamViewType
+if TYPE_CHECKING:  # ``X as X``: re-exported for type checkers (mypy --strict)
+    from worker.errors import PermanentError as PermanentError
+    from worker.errors import RetryableError as RetryableError
+    from worker.idempotency import IdempotencyStore as IdempotencyStore
+    from worker.idempotency import idempotent as idempotent
+    from worker.processing.context import BatchHandler as BatchHandler
+    from worker.processing.context import BatchResult as BatchResult
+    from worker.processing.context import Handler as Handler
+    from worker.processing.context import HandlerContext as HandlerContext
+    from worker.processing.context import Table as Table
+    from worker.publishing.events import Event as Event
+    from worker.records import EventName as EventName
+    from worker.records import ImageValidationError as ImageValidationError
+    from worker.records import StreamRecord as StreamRecord
+    from worker.records import StreamViewType as StreamViewType
 
 # public name -> the module that defines it
 _EXPORTS = {
@@ -41,7 +50,11 @@ _EXPORTS = {
     "IdempotencyStore": "worker.idempotency",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "BatchHandler", "BatchResult", "Event", "EventName", "Handler", "HandlerContext", "IdempotencyStore",
+    "ImageValidationError", "PermanentError", "RetryableError", "StreamRecord", "StreamViewType", "Table",
+    "idempotent",
+]
 
 
 def __getattr__(name: str) -> Any:
