@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from pydantic import BaseModel
+
 from worker import BatchResult, HandlerContext, PermanentError, RetryableError, StreamRecord
 
 contexts: list[dict[str, Any]] = []
@@ -15,7 +17,7 @@ batches: list[list[str]] = []
 
 
 def reset() -> None:
-    for collection in (contexts, fail_first, poison, batches):
+    for collection in (contexts, fail_first, poison, batches, handled):
         collection.clear()
 
 
@@ -53,3 +55,24 @@ async def batch_with_poison(records: list[StreamRecord], ctx: HandlerContext) ->
 
 async def always_fails(record: StreamRecord, ctx: HandlerContext) -> None:
     raise RuntimeError("this handler never succeeds")
+
+
+class Item(BaseModel):
+    """The model the ``model:`` tests name."""
+
+    id: str
+    n: int
+
+
+handled: list[str] = []
+
+
+async def note_key(record: StreamRecord, ctx: HandlerContext) -> None:
+    handled.append(_key(record))
+
+
+async def note_keys(records: list[StreamRecord], ctx: HandlerContext) -> None:
+    handled.extend(_key(record) for record in records)
+
+
+NOT_A_MODEL = 42
