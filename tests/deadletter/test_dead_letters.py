@@ -206,7 +206,7 @@ def test_json_layout_is_camel_case_with_tagged_values() -> None:
     ddb = data["record"]["dynamodb"]
     assert ddb["Keys"]["sk"] == {"B": {"$dl": "bytes", "v": base64.b64encode(b"\x00\xff\x10raw").decode()}}
     assert ddb["ApproximateCreationDateTime"] == {"$dl": "datetime", "v": CREATED.isoformat()}
-    assert ddb["NewImage"]["tags"] == {"SS": ["rush", "gift"]}
+    assert sorted(ddb["NewImage"]["tags"]["SS"]) == ["gift", "rush"]  # a set: no order on the wire
     assert letter.to_json().isascii()
 
 

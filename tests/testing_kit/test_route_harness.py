@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -97,3 +98,16 @@ async def test_an_unknown_route_name_lists_the_routes(write_config: Callable[...
     with pytest.raises(ValueError, match=r"no route 'nope' .*\(routes: noted\)"):
         async with route_harness(config, "nope"):
             pass
+
+
+async def test_the_harness_never_leaves_the_process_and_restores_the_environment(
+    write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An endpoint that answers nothing and a profile that does not exist: neither is used.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    config = write_config(route("mirror", "copy_to_mirror"))
+    async with route_harness(config, "mirror") as h:
+        assert await h.deliver([h.record("INSERT", {"id": "a"}, new_image={"n": 1})]) == [Outcome.HANDLED]
+        assert "Item" in await (await h.table("mirror")).get_item(Key={"id": "a"})
+    assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9" and os.environ["AWS_PROFILE"] == "no-such-profile"

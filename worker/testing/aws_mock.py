@@ -53,10 +53,13 @@ def attach(session: aioboto3.Session) -> None:
 @contextlib.contextmanager
 def in_process_aws(region: str) -> Iterator[None]:
     """moto's mock for the duration, with an environment that cannot reach a real endpoint:
-    no ``AWS_ENDPOINT_URL`` (a local endpoint would bypass the mock), fake credentials
-    (moto sets them), and ``region`` as the default region."""
-    saved = {name: os.environ.get(name) for name in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION")}
+    no ``AWS_ENDPOINT_URL`` (a local endpoint would bypass the mock), no ``AWS_PROFILE``
+    (a profile missing here would fail the SDK's credential lookup), fake credentials (moto
+    sets them), and ``region`` as the default region."""
+    names = ("AWS_ENDPOINT_URL", "AWS_PROFILE", "AWS_DEFAULT_REGION", "AWS_REGION")
+    saved = {name: os.environ.get(name) for name in names}
     os.environ.pop("AWS_ENDPOINT_URL", None)
+    os.environ.pop("AWS_PROFILE", None)
     os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"] = region
     try:
         with mock_aws():

@@ -52,7 +52,7 @@ def make_record(
 
     ``keys`` is the item's primary key; the images are the item after (``new_image``) and
     before (``old_image``) the change, and include the key attributes whether or not they
-    are repeated there. INSERT has no old image and REMOVE no new image (a ValueError says
+    are repeated there (with the values of ``keys``). INSERT has no old image and REMOVE no new image (a ValueError says
     so). ``ttl_delete=True`` makes a REMOVE done by Time to Live. ``sequence_number``
     defaults to the next one of a process-wide counter; ``created`` to now.
     """
@@ -74,9 +74,9 @@ def make_record(
         "StreamViewType": view.value,
     }
     if new_image is not None and view in (StreamViewType.NEW_IMAGE, StreamViewType.NEW_AND_OLD_IMAGES):
-        dynamodb["NewImage"] = _typed({**keys, **new_image})
+        dynamodb["NewImage"] = _typed({**new_image, **keys})
     if old_image is not None and view in (StreamViewType.OLD_IMAGE, StreamViewType.NEW_AND_OLD_IMAGES):
-        dynamodb["OldImage"] = _typed({**keys, **old_image})
+        dynamodb["OldImage"] = _typed({**old_image, **keys})
     dynamodb["SizeBytes"] = len(repr(dynamodb["Keys"])) + len(repr(dynamodb.get("NewImage"))) + len(
         repr(dynamodb.get("OldImage"))
     )
