@@ -74,21 +74,54 @@ class _ListDeadLetters:
         return None
 
 
-@dataclass
+class _Recorder:
+    """Told by the delivery about every outcome and back-off of the harness's route."""
+
+    def __init__(self, route_name: str, retry_limit: int) -> None:
+        self.route_name = route_name
+        self.retry_limit = retry_limit
+        self.outcomes: dict[int, Outcome] = {}
+        self.backoffs: list[float] = []
+        self.budget = 0
+
+    def observe(self, record: StreamRecord, route: str, outcome: str, started: float, ended: float) -> None:
+        if outcome == "ok":
+            self.outcomes[id(record)] = Outcome.HANDLED
+        elif outcome == "dead_lettered":
+            self.outcomes[id(record)] = Outcome.PARKED
+
+    async def sleep(self, delay: float) -> None:
+        self.backoffs.append(delay)
+        self.budget -= 1
+        if self.budget < 0:
+            raise HarnessStuck(
+                f"route {self.route_name!r}: records still failing after {self.retry_limit} retries each; "
+                "without a dead-letter destination (or with unbounded retries) the worker would retry "
+                "them forever. Give the route a dead_letter and retry.max_attempts, or fix the handler."
+            )
+        await asyncio.sleep(0)  # let other tasks run, as a real back-off would
+
+
+@dataclass(frozen=True)
 class RouteHarness:
-    """One route, wired to the real delivery. Made by :func:`route_harness`."""
+    """One route, wired to the real delivery. Made by :func:`route_harness`.
+
+    ``published`` and ``dead_letters`` fill as records are delivered; ``backoffs`` lists the
+    back-off delays the delivery asked for (none was waited for).
+    """
 
     config: Config
     route: Route
     router: Router
     tables: Tables
-    retry_limit: int
-    published: list[Event] = field(default_factory=list)
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    backoffs: list[float] = field(default_factory=list)
-    _delivery: RouteDelivery | None = field(default=None, repr=False)
-    _outcomes: dict[int, Outcome] = field(default_factory=dict, repr=False)
-    _budget: int = field(default=0, repr=False)
+    published: list[Event]
+    dead_letters: list[DeadLetter]
+    _delivery: RouteDelivery = field(repr=False)
+    _recorder: _Recorder = field(repr=False)
+
+    @property
+    def backoffs(self) -> list[float]:
+        return self._recorder.backoffs
 
     async def table(self, logical_name: str) -> Table:
         """The (mocked) table ``logical_name`` of the config, as the handler sees it."""
@@ -111,39 +144,19 @@ class RouteHarness:
     def context(self, record: StreamRecord, attempt: int = 1) -> HandlerContext:
         """The context the route's handler would get for ``record`` (to call a handler, or
         a function it uses, directly)."""
-        assert self._delivery is not None
         return self._delivery._context(record, attempt)
 
     async def deliver(self, records: list[StreamRecord]) -> list[Outcome]:
         """Run ``records`` through the route, as one shard's pipeline would hand them over
         (in order; batch routes get batches of up to ``batch_size``). Returns each record's
         outcome, in the order given."""
-        assert self._delivery is not None
-        routed = [record for record in records if self.route in self.router.routes_for(record)]
-        self._budget = self.retry_limit * max(len(routed), 1)
+        routed = [record for record in records
+                  if any(route is self.route for route in self.router.routes_for(record))]
+        self._recorder.budget = self._recorder.retry_limit * max(len(routed), 1)
         size = self.route.batch_size if self.route.is_batch else len(routed) or 1
         for start in range(0, len(routed), size):
             await self._delivery.deliver(routed[start:start + size])
-        return [self._outcomes.pop(id(record), Outcome.FILTERED) for record in records]
-
-    # -- hooks given to the delivery ----------------------------------------------------
-
-    def _observe(self, record: StreamRecord, route: str, outcome: str, started: float, ended: float) -> None:
-        if outcome == "ok":
-            self._outcomes[id(record)] = Outcome.HANDLED
-        elif outcome == "dead_lettered":
-            self._outcomes[id(record)] = Outcome.PARKED
-
-    async def _sleep(self, delay: float) -> None:
-        self.backoffs.append(delay)
-        self._budget -= 1
-        if self._budget < 0:
-            raise HarnessStuck(
-                f"route {self.route.name!r}: records still failing after {self.retry_limit} retries each; "
-                "without a dead-letter destination (or with unbounded retries) the worker would retry "
-                "them forever. Give the route a dead_letter and retry.max_attempts, or fix the handler."
-            )
-        await asyncio.sleep(0)  # let other tasks run, as a real back-off would
+        return [self._recorder.outcomes.pop(id(record), Outcome.FILTERED) for record in records]
 
 
 @contextlib.asynccontextmanager
@@ -175,19 +188,18 @@ async def route_harness(
             for table in config.tables.values():
                 await create_application_table(ddb, table.name, table.key, with_stream=False)
             table_names = {logical: table.name for logical, table in config.tables.items()}
-            harness = RouteHarness(config=config, route=route, router=router,
-                                   tables=Tables(clients, table_names), retry_limit=retry_limit)
+            tables = Tables(clients, table_names)
             publisher = _RecordingPublisher()
-            harness.published = publisher.events
-            dead_letters = None
-            if route.dead_letter is not None:
-                memory = _ListDeadLetters()
-                harness.dead_letters = memory.letters
-                dead_letters = memory
-            services = DeliveryServices(publisher=publisher, tables=harness.tables, config=config,
-                                        worker_id="route-harness", observers=[harness._observe])
-            harness._delivery = RouteDelivery(route, services, dead_letters,
-                                              on_finished=lambda record: None, sleep=harness._sleep)
+            letters = _ListDeadLetters() if route.dead_letter is not None else None
+            recorder = _Recorder(route.name, retry_limit)
+            services = DeliveryServices(publisher=publisher, tables=tables, config=config,
+                                        worker_id="route-harness", observers=[recorder.observe])
+            delivery = RouteDelivery(route, services, letters, on_finished=lambda record: None,
+                                     sleep=recorder.sleep)
+            harness = RouteHarness(config=config, route=route, router=router, tables=tables,
+                                   published=publisher.events,
+                                   dead_letters=letters.letters if letters is not None else [],
+                                   _delivery=delivery, _recorder=recorder)
             yield harness
         finally:
             await clients.close()
