@@ -109,10 +109,15 @@ class IdempotencyStore:
         now = self._clock()
         remaining = ctx.remaining_seconds()
         hold = (DEFAULT_IN_PROGRESS_SECONDS if remaining is None else remaining) + IN_PROGRESS_MARGIN_SECONDS
+        row = {
+            key_attribute: key,
+            "status": IN_PROGRESS,
+            EXPIRATION_ATTRIBUTE: int(now + self.expires_after_seconds),
+            "inProgressUntil": Decimal(str(round(now + hold, 3))),
+        }
         try:
             await table.put_item(
-                Item={key_attribute: key, "status": IN_PROGRESS, EXPIRATION_ATTRIBUTE: int(now + self.expires_after_seconds),
-                      "inProgressUntil": Decimal(str(round(now + hold, 3)))},
+                Item=row,
                 ConditionExpression=(
                     "attribute_not_exists(#key) OR #expiration < :now "
                     "OR (#status = :in_progress AND inProgressUntil < :now)"
@@ -124,9 +129,9 @@ class IdempotencyStore:
         except ClientError as exc:
             if not is_conditional_check_failed(exc):
                 raise
-            row = (await table.get_item(Key={key_attribute: key}, ConsistentRead=True)).get("Item") or {}
-            if row.get("status") == COMPLETED:
-                return False, json.loads(str(row.get("result", "null")))
+            held = (await table.get_item(Key={key_attribute: key}, ConsistentRead=True)).get("Item") or {}
+            if held.get("status") == COMPLETED:
+                return False, json.loads(str(held.get("result", "null")))
             raise IdempotencyInProgress(f"idempotency key {key!r} is being handled by another call") from None
         return True, None
 

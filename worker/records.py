@@ -242,11 +242,12 @@ class StreamRecord:
 
 
 def _validate(model: type[M], image: dict[str, Any] | None, which: str, record: StreamRecord) -> M:
-    from pydantic import ValidationError
+    from pydantic import ValidationError  # here: importing this module must not import pydantic
 
     if image is None:
+        view = record.raw.get("dynamodb", {}).get("StreamViewType")
         raise ImageValidationError(f"{which} is absent from this {record.raw.get('eventName')} record "
-                                   f"(stream view type {record.raw.get('dynamodb', {}).get('StreamViewType')}), cannot build {model.__name__}")
+                                   f"(stream view type {view}), cannot build {model.__name__}")
     try:
         return model.model_validate(image)
     except ValidationError as exc:
