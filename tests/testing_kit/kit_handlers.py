@@ -76,3 +76,11 @@ async def note_keys(records: list[StreamRecord], ctx: HandlerContext) -> None:
 
 
 NOT_A_MODEL = 42
+
+
+async def send_to_queue(record: StreamRecord, ctx: HandlerContext) -> None:
+    """A handler with an SQS client of its own (the queue URL in the route's options)."""
+    import aioboto3
+
+    async with aioboto3.Session().client("sqs") as sqs:
+        await sqs.send_message(QueueUrl=ctx.options["queue_url"], MessageBody=_key(record))

@@ -111,3 +111,16 @@ async def test_the_harness_never_leaves_the_process_and_restores_the_environment
         assert await h.deliver([h.record("INSERT", {"id": "a"}, new_image={"n": 1})]) == [Outcome.HANDLED]
         assert "Item" in await (await h.table("mirror")).get_item(Key={"id": "a"})
     assert os.environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9" and os.environ["AWS_PROFILE"] == "no-such-profile"
+
+
+async def test_a_handler_s_own_clients_reach_the_same_mock(write_config: Callable[..., Path]) -> None:
+    import aioboto3
+
+    config = write_config(route("queue", "send_to_queue",
+                                options={"queue_url": "https://sqs.eu-west-1.amazonaws.com/123456789012/kit"}))
+    async with route_harness(config, "queue") as h:
+        async with aioboto3.Session().client("sqs") as sqs:
+            url = (await sqs.create_queue(QueueName="kit"))["QueueUrl"]
+            assert await h.deliver([h.record("INSERT", {"id": "q-1"}, new_image={})]) == [Outcome.HANDLED]
+            messages = (await sqs.receive_message(QueueUrl=url))["Messages"]
+    assert [message["Body"] for message in messages] == ["q-1"]

@@ -1,53 +1,39 @@
 """moto's in-process mock (``moto.mock_aws``) for the SDK this worker uses, aioboto3.
 
-moto answers botocore's ``before-send`` event with a response whose body is plain bytes;
-aiobotocore awaits the body, so moto's answer cannot be used as it is. :func:`attach`
-puts an adapter in its place on one aioboto3 session: the same moto backend answers,
-wrapped in aiobotocore's response type. Nothing leaves the process and no server is started.
+moto answers botocore's ``before-send`` event with a botocore response whose body is plain
+bytes; aiobotocore awaits the body, so moto's answer cannot be used by an async client as
+it is. While :func:`in_process_aws` is active, moto builds its responses with
+:class:`_DualResponse` instead, whose body is bytes that can also be awaited: every client,
+aioboto3 or boto3, made before or during the mock, by the worker or by a handler (an SQS
+client of its own), gets moto's answer. Each request is still answered once, by moto's own
+handler. Nothing leaves the process and no server is started.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from typing import Any, Iterator
+from typing import Any, Generator, Iterator
+from unittest import mock
 
-import aioboto3
-from aiobotocore.awsrequest import AioAWSResponse
+from botocore.awsrequest import AWSResponse
 from moto import mock_aws
-from moto.core.models import botocore_stubber
 
 
-class _Body:
-    """The raw body aiobotocore reads from (``await raw.read()``)."""
+class _Body(bytes):
+    """Response bytes that aiobotocore may also ``await``."""
 
-    def __init__(self, body: bytes) -> None:
-        self._body = body
+    def __await__(self) -> Generator[Any, None, bytes]:
+        return self._itself().__await__()
 
-    async def read(self, *args: Any) -> bytes:
-        return self._body
-
-
-def _answer(request: Any, **kwargs: Any) -> AioAWSResponse | None:
-    if not botocore_stubber.enabled:  # outside mock_aws(): let the request go out as usual
-        return None
-    response = botocore_stubber.process_request(request)
-    if response is None:
-        return None
-    status, headers, body = response
-    data = body.encode("utf-8") if isinstance(body, str) else bytes(body or b"")
-    return AioAWSResponse(request.url, status, headers, _Body(data))
+    async def _itself(self) -> bytes:
+        return bytes(self)
 
 
-def attach(session: aioboto3.Session) -> None:
-    """Route every client made from ``session`` afterwards to moto's in-process backend.
-
-    moto's own handler is taken off: every ``before-send`` handler runs (the first answer
-    wins), so leaving it on would apply each request twice (an ``ADD`` would add twice).
-    """
-    events = session._session.get_component("event_emitter")
-    events.unregister("before-send", botocore_stubber)
-    events.register_first("before-send", _answer)
+class _DualResponse(AWSResponse):  # type: ignore[misc]  # botocore ships no type hints
+    @property
+    def content(self) -> bytes:
+        return _Body(super().content)
 
 
 @contextlib.contextmanager
@@ -62,7 +48,7 @@ def in_process_aws(region: str) -> Iterator[None]:
     os.environ.pop("AWS_PROFILE", None)
     os.environ["AWS_DEFAULT_REGION"] = os.environ["AWS_REGION"] = region
     try:
-        with mock_aws():
+        with mock_aws(), mock.patch("moto.core.botocore_stubber.AWSResponse", _DualResponse):
             yield
     finally:
         for name, value in saved.items():

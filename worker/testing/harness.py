@@ -6,6 +6,7 @@ own handler. What differs from a running worker, and why:
 
 * AWS is moto's in-process mock: every table of the config exists, empty, under its AWS
   name; ``await h.table(name)`` gives the same table the handler gets, to seed and inspect;
+  clients a handler makes itself (an SQS queue of its own) reach the same mock;
 * the publisher records events in ``h.published`` instead of sending them;
 * the route's dead-letter destination, if the config has one, is a list (``h.dead_letters``)
   whatever its type; a route without one retries as the worker would, but the harness
@@ -182,7 +183,6 @@ async def route_harness(
     route = next(route for route in router.routes if route.name == route_name)
     with aws_mock.in_process_aws(region):
         clients = AwsClients(config.aws)
-        aws_mock.attach(clients.session)
         try:
             ddb = await clients.client("dynamodb")
             for table in config.tables.values():
