@@ -55,3 +55,12 @@ def test_handler_context_is_typed_without_any() -> None:
     assert typing.get_type_hints(HandlerContext.table, localns=names)["return"] is Table
     assert {"route", "shard_id", "attempt", "deadline", "options"} <= set(hints)
     assert not any(name.startswith("_") for name in hints)  # no private constructor argument
+
+
+def test_make_record_alone_does_not_import_moto() -> None:
+    probe = "import sys; from worker.testing import make_record; make_record('INSERT', {'k': 1}); print('moto' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
+    harness = "import sys; from worker.testing import route_harness; print('moto' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", harness], capture_output=True, text=True,
+                          check=True).stdout.strip() == "True"
