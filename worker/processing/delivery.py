@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Protocol, cast
+from typing import Any, Awaitable, Callable, Iterable, Protocol
 
 import structlog
 from tenacity import wait_exponential_jitter
@@ -39,9 +39,6 @@ from worker.processing.watchdog import HandlerTimeout, Watchdog
 from worker.processing.router import Route
 from worker.publishing.base import Publisher
 from worker.records import StreamRecord
-
-if TYPE_CHECKING:
-    from structlog.typing import FilteringBoundLogger
 
 __all__ = ["BatchResult", "DeliveryServices", "ProcessingObserver", "RouteDelivery"]
 
@@ -131,7 +128,7 @@ class RouteDelivery:
             options=self.route.options,
             publisher=self._services.publisher,
             config=self._services.config,
-            log=self._log if record is None else cast("FilteringBoundLogger", _RecordLog(self._log, record)),
+            log=self._log if record is None else _RecordLog(self._log, record),
             tables=self._services.tables,
             shard_id=shard_id if record is None else record.shard_id,
             attempt=attempt,
