@@ -225,6 +225,10 @@ class RouteConfig(_Section):
     filters: list[dict[str, Any]] = []
     handler: str | None = Field(None, pattern=_IMPORT_STRING)
     batch_handler: str | None = Field(None, pattern=_IMPORT_STRING)
+    model: str | None = Field(
+        None, pattern=_IMPORT_STRING,
+        description="pydantic model (module:Class) the image must validate against, else the record is parked",
+    )
     batch_size: int = Field(100, ge=1, le=10_000)
     batching_window_seconds: float = Field(0.0, ge=0, le=300)
     parallelization_factor: int = Field(1, ge=1, le=100)

@@ -90,7 +90,7 @@ async def replay(
                 route = by_name[letter.route]
                 context = HandlerContext(route=route.name, options=route.options, publisher=publisher,
                                          config=config, log=log.bind(route=route.name, replay=True),
-                                         _tables=tables)
+                                         tables=tables, shard_id=letter.shard_id)
                 try:
                     await _run(route, parked, context, attempts)
                 except Exception as exc:  # noqa: BLE001 - reported; the letter stays parked

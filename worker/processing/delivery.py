@@ -34,13 +34,15 @@ from tenacity import wait_exponential_jitter
 from worker.deadletter import DeadLetter, DeadLetterDestination, DeadLetterTooLarge
 from worker.errors import PermanentError, RetryableError
 from worker.observability import metrics, tracing
-from worker.processing.context import HandlerContext, TableProvider
+from worker.processing.context import BatchResult, HandlerContext, TableProvider
 from worker.processing.watchdog import HandlerTimeout, Watchdog
 from worker.processing.router import Route
 from worker.publishing.base import Publisher
 from worker.publishing.none import for_route as publisher_for_route
 from worker.records import StreamRecord
 from worker.tracebacks import TracebackGate, failure_site, format_traceback
+
+__all__ = ["BatchResult", "DeliveryServices", "ProcessingObserver", "RouteDelivery"]
 
 log = structlog.get_logger(__name__)
 
@@ -54,13 +56,6 @@ class ProcessingObserver(Protocol):
     ``outcome`` is ``ok``, ``error`` or ``dead_lettered``."""
 
     def __call__(self, record: StreamRecord, route: str, outcome: str, started: float, ended: float) -> None: ...
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """What a batch handler may return: the records (or sequence numbers) that failed."""
-
-    failed: tuple[StreamRecord | str, ...] = ()
 
 
 class ReportedFailure(RetryableError):
@@ -134,14 +129,18 @@ class RouteDelivery:
     def _parks_permanent(self, error: BaseException) -> bool:
         return self._dead_letters is not None and isinstance(error, PermanentError)
 
-    def _context(self, record: StreamRecord | None) -> HandlerContext:
+    def _context(self, record: StreamRecord | None, attempt: int = 1, shard_id: str = "") -> HandlerContext:
+        timeout = self.route.timeout_seconds
         return HandlerContext(
             route=self.route.name,
             options=self.route.options,
             publisher=self._publisher,
             config=self._services.config,
             log=self._log if record is None else _RecordLog(self._log, record),
-            _tables=self._services.tables,
+            tables=self._services.tables,
+            shard_id=shard_id if record is None else record.shard_id,
+            attempt=attempt,
+            deadline=None if timeout is None else time.monotonic() + timeout,
         )
 
     def _failure_details(self, record: StreamRecord, error: BaseException) -> dict[str, str]:
@@ -211,7 +210,7 @@ class RouteDelivery:
                 return
             attempts += 1
             try:
-                _, started = await self._invoke(self.route.handler(record, self._context(record)), [record])
+                _, started = await self._invoke(self.route.handler(record, self._context(record, attempts)), [record])
             except Exception as exc:  # noqa: BLE001 - the policy below decides
                 first_failure = first_failure or datetime.now(timezone.utc)
                 if await self._after_failure([record], exc, attempts, {record.sequence_number: first_failure}):
@@ -245,8 +244,9 @@ class RouteDelivery:
 
     # -- batches -------------------------------------------------------------------------
 
-    async def _call_batch(self, part: list[StreamRecord]) -> tuple[list[StreamRecord], float]:
-        result, started = await self._invoke(self.route.handler(list(part), self._context(None)), part)
+    async def _call_batch(self, part: list[StreamRecord], attempt: int) -> tuple[list[StreamRecord], float]:
+        context = self._context(None, attempt, part[0].shard_id)
+        result, started = await self._invoke(self.route.handler(list(part), context), part)
         failed_ids: set[str] = set()
         items = result.failed if isinstance(result, BatchResult) else (result or ())
         for item in items:
@@ -271,7 +271,8 @@ class RouteDelivery:
                 continue
             error: BaseException
             try:
-                failed, started = await self._call_batch(part)
+                attempt = 1 + max(attempts.get(r.sequence_number, 0) for r in part)
+                failed, started = await self._call_batch(part, attempt)
                 error = ReportedFailure("reported failed by the batch handler")
             except Exception as exc:  # noqa: BLE001 - bisect or apply the policy below
                 if len(part) > 1 and self.route.retry.bisect_batch_on_error:
