@@ -7,7 +7,7 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY pyproject.toml README.md ./
 COPY worker ./worker
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-compile . \
+ && /opt/venv/bin/pip install --no-compile '.[otel]' \
  && /opt/venv/bin/pip uninstall --yes pip setuptools wheel
 
 FROM python:3.11-slim-bookworm AS runtime

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install run check-config clean lint bench bench-leases bench-pipeline bench-e2e bench-lag bench-idle
+.PHONY: demo test install run check-config clean lint bench bench-leases bench-pipeline bench-pipeline-tracing bench-e2e bench-lag bench-idle
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ bench-leases: $(STAMP)
 
 bench-pipeline: $(STAMP)
 	$(BIN)/python -m bench.pipeline_bench
+
+# The same, plus a worker with tracing on at 100 % sampling in every round (bench/README.md).
+bench-pipeline-tracing: $(STAMP)
+	$(BIN)/python -m bench.pipeline_bench --tracing
 
 bench-e2e: $(STAMP)
 	$(BIN)/python -m bench.e2e_bench

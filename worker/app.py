@@ -21,7 +21,7 @@ import structlog
 
 from worker.config import Config
 from worker.gc_tuning import tune_garbage_collector
-from worker.observability import metrics
+from worker.observability import metrics, tracing
 from worker.observability.health import HealthServer
 from worker.processing.delivery import ProcessingObserver
 from worker.runtime import Runtime, build_runtime
@@ -54,6 +54,7 @@ class App:
         # Set by start(): the one thing an App holds before it has started is nothing.
         self._runtime: Runtime | None = None
         self._health: HealthServer | None = None
+        self._tracing = False  # this worker started tracing (worker/observability/tracing.py)
         self._loops: list[asyncio.Task[None]] = []
         self._crashed_at: dict[str, float] = {}  # loop -> monotonic time of its last crash
         self._log = log.bind(worker=self.worker_id)
@@ -64,6 +65,7 @@ class App:
         """Build the runtime (see worker/runtime.py for the errors it raises), start the loops."""
         # Every log line of this worker (and the tasks it starts) names the worker.
         structlog.contextvars.bind_contextvars(worker_id=self.worker_id)
+        self._tracing = tracing.start(self.config.observability.tracing, worker_id=self.worker_id)
         runtime = self._runtime = await build_runtime(self.config, worker_id=self.worker_id, observers=self._observers)
         self._spawn("heartbeat", runtime.leases.run_heartbeats)
         self._spawn("discovery", functools.partial(runtime.catalog.run_discovery, leases=runtime.leases))
@@ -147,6 +149,9 @@ class App:
             await self._health.close()
         if runtime is not None:
             await runtime.close()
+        if self._tracing:
+            self._tracing = False
+            await tracing.stop()  # flushes the spans of the stop itself too
         metrics.up.set(0)
         self._log.info("stop worker", seconds=round(time.monotonic() - started, 3))
 

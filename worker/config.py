@@ -256,6 +256,10 @@ class RouteConfig(_Section):
     filters: list[dict[str, Any]] = []
     handler: str | None = Field(None, pattern=_IMPORT_STRING)
     batch_handler: str | None = Field(None, pattern=_IMPORT_STRING)
+    model: str | None = Field(
+        None, pattern=_IMPORT_STRING,
+        description="pydantic model (module:Class) the image must validate against, else the record is parked",
+    )
     batch_size: int = Field(100, ge=1, le=10_000)
     batching_window_seconds: float = Field(0.0, ge=0, le=300)
     parallelization_factor: int = Field(1, ge=1, le=100)
@@ -303,9 +307,31 @@ class LoggingConfig(_Section):
     format: Literal["json", "console"] = "json"
 
 
+class TracingConfig(_Section):
+    """OpenTelemetry traces over OTLP/HTTP (needs the ``otel`` extra; see docs/operations.md).
+
+    ``enabled`` unset means "on when the standard environment names a collector"
+    (``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``), so an
+    operator can turn tracing on without touching the config. Unset values fall back to the
+    SDK's own environment variables (``OTEL_SERVICE_NAME``, ``OTEL_EXPORTER_OTLP_HEADERS`` ...).
+    """
+
+    enabled: bool | None = None
+    endpoint: str | None = Field(
+        None, pattern=r"^https?://", description="full OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces"
+    )
+    service_name: str | None = Field(None, min_length=1)
+    sampling_ratio: float | None = Field(
+        None, ge=0, le=1, description="parent-based: a root trace is kept with this probability; children follow"
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="sent with every export (auth)")
+    export_timeout_seconds: float = Field(10.0, gt=0, le=300)
+
+
 class ObservabilityConfig(_Section):
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
+    tracing: TracingConfig = TracingConfig()
 
 
 class Config(_Section):
@@ -485,7 +511,41 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
     problems = _cross_check(config)
     if problems:
         raise ConfigError(problems)
-    return config
+    return _resolve_tracing(config, dict(os.environ if env is None else env))
+
+
+_OTLP_ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+def _resolve_tracing(config: Config, env: dict[str, str]) -> Config:
+    """Settle ``observability.tracing.enabled`` (unset: on when the OTLP endpoint variables
+    are set) and check that the ``otel`` extra is installed when tracing is on."""
+    tracing = config.observability.tracing
+    key = "observability.tracing.enabled"
+    enabled = tracing.enabled
+    if enabled is None:
+        named = [name for name in _OTLP_ENDPOINT_VARS if env.get(name)]
+        enabled = bool(named) and env.get("OTEL_SDK_DISABLED", "").lower() != "true"
+        if named:
+            key = f"{key} (unset; turned on by {named[0]})"
+    if enabled:
+        missing = [name for name in ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http")
+                   if not _importable(name)]
+        if missing:
+            raise ConfigError([(key, "tracing needs the 'otel' extra, which is not installed: "
+                                     "pip install 'stream-worker[otel]' (or turn tracing off)")])
+    observability = config.observability.model_copy(
+        update={"tracing": tracing.model_copy(update={"enabled": enabled})})
+    return config.model_copy(update={"observability": observability})
 
 
 class _Unset:

@@ -42,9 +42,10 @@ async def _run(invoker: HandlerInvoker, parked: Parked, attempts: int) -> None:
         reraise=True,
     ):
         with attempt:
+            number = attempt.retry_state.attempt_number  # ctx.attempt, as delivery counts calls
             if not invoker.route.is_batch:
-                await invoker.handle(record)
-            elif await invoker.handle_batch([record]):
+                await invoker.handle(record, number)
+            elif await invoker.handle_batch([record], number):
                 raise RuntimeError("the batch handler reported the record as failed again")
 
 

@@ -22,6 +22,7 @@ from worker.errors import StartupError
 from worker.leases.coordinator import LeaseCoordinator
 from worker.leases.table import LeaseTable
 from worker.lifecycle.supervisor import ShardSupervisor
+from worker.observability import tracing
 from worker.processing.delivery import DeliveryServices, ProcessingObserver
 from worker.processing.engine import ProcessingEngine
 from worker.processing.router import Router
@@ -99,7 +100,7 @@ async def _connect(
         needs=router.tables_needing_images(),
     )
     names = {logical: table.name for logical, table in config.tables.items()}
-    publisher = await build_publisher(config.publisher, clients, names)
+    publisher = tracing.traced_publisher(await build_publisher(config.publisher, clients, names))
     opened.push_async_callback(publisher.close)
     dead_letters = {}
     for route in router.routes:

@@ -35,6 +35,7 @@ from worker.processing.pipeline import ShardPipeline
 from worker.processing.router import Route, Router, build_route
 from worker.processing.progress import ShardProgress
 from worker.records import EventName, StreamRecord
+from worker.testing import make_record
 
 ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-01T00:00:00.000"
 SHARD = "shardId-00000001700000000000-0000abcd"
@@ -85,17 +86,19 @@ def raw_record(
     keys: dict[str, Any], new: dict[str, Any] | None, old: dict[str, Any] | None, sequence: str,
     created: Any, event: Any = "MODIFY",
 ) -> dict[str, Any]:
-    ddb: dict[str, Any] = {"Keys": typed(keys), "SequenceNumber": sequence, "SizeBytes": 100,
-                           "StreamViewType": "NEW_AND_OLD_IMAGES"}
-    if created is not None:
+    """A raw record as botocore returns it, built with worker.testing; what the fuzz varies
+    beyond a well-formed record (odd event names, creation-time forms) is set afterwards."""
+    record = make_record("MODIFY", keys, new, old, sequence_number=sequence, stream_arn=ARN, shard_id=SHARD,
+                         event_id=f"ev-{sequence}")
+    raw = dict(record.raw)
+    ddb = raw["dynamodb"] = dict(raw["dynamodb"])
+    if created is None:
+        del ddb["ApproximateCreationDateTime"]
+    else:
         ddb["ApproximateCreationDateTime"] = created
-    if new is not None:
-        ddb["NewImage"] = typed({**new, **keys})
-    if old is not None:
-        ddb["OldImage"] = typed({**old, **keys})
-    raw: dict[str, Any] = {"eventID": f"ev-{sequence}", "eventVersion": "1.1", "eventSource": "aws:dynamodb",
-                           "awsRegion": "us-east-1", "dynamodb": ddb}
-    if event is not None:
+    if event is None:
+        del raw["eventName"]
+    else:
         raw["eventName"] = event
     return raw
 
@@ -230,7 +233,7 @@ def test_odd_raw_records_decode_or_fail_with_clear_errors() -> None:
     bare = StreamRecord({"eventID": "e", "eventName": "REMOVE", "dynamodb": {"SequenceNumber": "1" * 25}},
                         table="orders", stream_arn=ARN, shard_id=SHARD)
     assert (bare.keys, bare.new_image, bare.old_image) == ({}, None, None)
-    assert bare.approximate_creation_time is None and bare.view_type is None
+    assert bare.approximate_creation_time is None and bare.view_type is None and bare.size_bytes == 0
     assert bare.item_key == "{}"
 
     unknown = StreamRecord({"eventID": "e", "eventName": "UPSERT", "dynamodb": {"SequenceNumber": "5"}},

@@ -30,6 +30,7 @@ from worker.processing.pipeline import ShardPipeline
 from worker.processing.router import Route
 from worker.processing.progress import ShardProgress
 from worker.records import StreamRecord
+from worker.testing import make_record as make_kit_record
 
 TABLE = "orders"
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-01T00:00:00.000"
@@ -48,20 +49,15 @@ def sequence_of(index: int) -> str:
 def make_record(
     index: int, key: str, event: str = "INSERT", *, sort_key: bool = False, age_seconds: float = 0.0
 ) -> StreamRecord:
-    keys: dict[str, Any] = {HASH_KEY: {"S": key}}
+    keys: dict[str, Any] = {HASH_KEY: key}
     if sort_key:
-        keys["sk"] = {"N": str(index)}
-    raw = {
-        "eventID": f"ev-{index}",
-        "eventName": event,
-        "dynamodb": {
-            "Keys": keys,
-            "NewImage": {**keys, "n": {"N": str(index)}},
-            "SequenceNumber": sequence_of(index),
-            "ApproximateCreationDateTime": datetime.now(timezone.utc) - timedelta(seconds=age_seconds),
-        },
-    }
-    return StreamRecord(raw, table=TABLE, stream_arn=STREAM_ARN, shard_id=SHARD_ID)
+        keys["sk"] = index
+    image = {"n": index}
+    return make_kit_record(
+        event, keys, new_image=None if event == "REMOVE" else image, old_image=image if event == "REMOVE" else None,
+        table=TABLE, stream_arn=STREAM_ARN, shard_id=SHARD_ID, sequence_number=sequence_of(index),
+        created=datetime.now(timezone.utc) - timedelta(seconds=age_seconds), event_id=f"ev-{index}",
+    )
 
 
 def expected_lane(key: str, factor: int) -> int:

@@ -34,8 +34,9 @@ from tenacity import wait_exponential_jitter
 
 from worker.deadletter import DeadLetter, DeadLetterDestination, DeadLetterTooLarge
 from worker.errors import PermanentError, RetryableError, is_retryable
-from worker.observability import metrics
-from worker.processing.invocation import BatchResult, DeliveryServices, HandlerInvoker, ProcessingObserver
+from worker.observability import metrics, tracing
+from worker.processing.context import BatchResult
+from worker.processing.invocation import DeliveryServices, HandlerInvoker, ProcessingObserver
 from worker.processing.progress import ShardProgress
 from worker.processing.router import Route
 from worker.records import StreamRecord
@@ -73,8 +74,9 @@ class RouteDelivery:
         self._dead_letters = dead_letters
         self._progress = progress  # the shard's: told of every finished record and failed call
         self._sleep = sleep
+        # How this route's handler is called (its context too: worker.testing builds contexts from it).
+        self.invoker = HandlerInvoker(route, services, log.bind(route=route.name, stream=route.table))
         # Resolved once: a labels() lookup per record is a measurable share of a no-op delivery.
-        self._invoker = HandlerInvoker(route, services, log.bind(route=route.name, stream=route.table))
         self._handled = {outcome: metrics.records_handled.labels(route.table, route.name, outcome)
                          for outcome in ("ok", "error")}
         self._duration = metrics.handler_duration.labels(route.name)
@@ -123,16 +125,18 @@ class RouteDelivery:
     def _finish(self, record: StreamRecord) -> None:
         self._progress.finish(record)
 
-    async def _invoke(self, records: list[StreamRecord]) -> tuple[list[StreamRecord], float]:
-        """Call the handler once (see HandlerInvoker); return what a batch handler reported
-        as failed and when the call started. A call that raised is counted as an error."""
+    async def _invoke(self, records: list[StreamRecord], attempt: int) -> tuple[list[StreamRecord], float]:
+        """Call the handler once (the ``attempt``-th time for these records; see
+        HandlerInvoker); return what a batch handler reported as failed and when the call
+        started. A call that raised is counted as an error."""
         started = time.monotonic()
         try:
-            if self.route.is_batch:
-                failed = await self._invoker.handle_batch(records)
-            else:
-                await self._invoker.handle(records[0])
-                failed = []
+            with tracing.handler_call(self.route, records):
+                if self.route.is_batch:
+                    failed = await self.invoker.handle_batch(records, attempt)
+                else:
+                    await self.invoker.handle(records[0], attempt)
+                    failed = []
         except Exception:
             self._record(records, "error", started)
             raise
@@ -141,7 +145,7 @@ class RouteDelivery:
     def _record(self, records: list[StreamRecord], outcome: str, started: float) -> None:
         ended = time.monotonic()
         self._handled[outcome].inc(len(records))
-        self._duration.observe(ended - started)
+        self._duration.observe(ended - started, tracing.exemplar())
         if outcome == "ok":
             created = records[-1].approximate_creation_epoch
             if created is not None:
@@ -153,11 +157,12 @@ class RouteDelivery:
 
     async def deliver(self, records: list[StreamRecord]) -> None:
         """Return once every record is handled or parked (in order within the call)."""
-        if self.route.is_batch:
-            await self._deliver_batch(records)
-        else:
-            for record in records:
-                await self._deliver_one(record)
+        with tracing.delivery(self.route, records):
+            if self.route.is_batch:
+                await self._deliver_batch(records)
+            else:
+                for record in records:
+                    await self._deliver_one(record)
 
     async def _deliver_one(self, record: StreamRecord) -> None:
         attempts = 0
@@ -169,7 +174,7 @@ class RouteDelivery:
                 return
             attempts += 1
             try:
-                _, started = await self._invoke([record])
+                _, started = await self._invoke([record], attempts)
             except Exception as exc:  # noqa: BLE001 - the policy below decides
                 first_failure = first_failure or datetime.now(timezone.utc)
                 if await self._after_failure([record], exc, attempts, {record.sequence_number: first_failure}):
@@ -221,7 +226,8 @@ class RouteDelivery:
                 continue
             error: BaseException
             try:
-                failed, started = await self._invoke(part)
+                attempt = 1 + max(attempts.get(r.sequence_number, 0) for r in part)
+                failed, started = await self._invoke(part, attempt)
                 error = ReportedFailure("reported failed by the batch handler")
             except Exception as exc:  # noqa: BLE001 - bisect or apply the policy below
                 if len(part) > 1 and self.route.retry.bisect_batch_on_error:
@@ -279,6 +285,7 @@ class RouteDelivery:
                           attempt=tries, error=type(exc).__name__, detail=str(exc)[:300])
                 await self._sleep(self._backoff(tries))
         metrics.records_dead_lettered.labels(self.route.table, self.route.name, error_class).inc()
+        tracing.record_park(record, error_class, attempts, error)
         log.warning("park record in dead-letter destination", route=self.route.name, stream=self.route.table,
                     shard=record.shard_id, seq=record.sequence_number, error_class=error_class,
                     attempts=attempts, error=type(error).__name__, detail=str(error)[:300],

@@ -10,11 +10,12 @@ one lane (or one replay loop), never shared between concurrent callers.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Protocol
 
 from worker.errors import RetryableError
-from worker.processing.context import HandlerContext, TableProvider
+from worker.processing.context import BatchResult, HandlerContext, TableProvider
 from worker.processing.router import Route
 from worker.processing.watchdog import HandlerTimeout, Watchdog
 from worker.publishing.base import Publisher
@@ -40,13 +41,6 @@ class DeliveryServices:
     observers: list[ProcessingObserver]
 
 
-@dataclass(frozen=True)
-class BatchResult:
-    """What a batch handler may return: the records (or sequence numbers) that failed."""
-
-    failed: tuple[StreamRecord | str, ...] = ()
-
-
 class HandlerInvoker:
     def __init__(self, route: Route, services: DeliveryServices, log: Any) -> None:
         self.route = route
@@ -56,24 +50,30 @@ class HandlerInvoker:
         self._log = log  # bound to the route; bound to the record on first use by a handler
         self._watchdog = Watchdog()
 
-    def context(self, record: StreamRecord | None) -> HandlerContext:
-        """The handler's context; ``record`` binds ``ctx.log`` to it (None for a batch)."""
+    def context(self, record: StreamRecord | None, attempt: int = 1, shard_id: str = "") -> HandlerContext:
+        """The handler's context for its ``attempt``-th call with these records; ``record``
+        binds ``ctx.log`` to it (None for a batch, whose records come from ``shard_id``)."""
+        timeout = self.route.timeout_seconds
         return HandlerContext(
             route=self.route.name,
             options=self.route.options,
             publisher=self._publisher,
             config=self._services.config,
             log=self._log if record is None else _RecordLog(self._log, record),
-            _tables=self._services.tables,
+            tables=self._services.tables,
+            shard_id=shard_id if record is None else record.shard_id,
+            attempt=attempt,
+            deadline=None if timeout is None else time.monotonic() + timeout,
         )
 
-    async def handle(self, record: StreamRecord) -> None:
+    async def handle(self, record: StreamRecord, attempt: int = 1) -> None:
         """Call a per-record handler with ``record``; raises what the handler raised."""
-        await self._call(self.route.handler(record, self.context(record)))
+        await self._call(self.route.handler(record, self.context(record, attempt)))
 
-    async def handle_batch(self, records: list[StreamRecord]) -> list[StreamRecord]:
+    async def handle_batch(self, records: list[StreamRecord], attempt: int = 1) -> list[StreamRecord]:
         """Call a batch handler; return the records it reported as failed (in order)."""
-        result = await self._call(self.route.handler(list(records), self.context(None)))
+        context = self.context(None, attempt, records[0].shard_id)
+        result = await self._call(self.route.handler(list(records), context))
         items = result.failed if isinstance(result, BatchResult) else (result or ())
         failed_ids = {item.sequence_number if isinstance(item, StreamRecord) else str(item) for item in items}
         return [r for r in records if r.sequence_number in failed_ids]

@@ -9,6 +9,7 @@ from worker.config import Config, DeadLetterConfig, ProcessingConfig, RetryConfi
 from worker.errors import ConfigError
 from worker.processing.context import Handler
 from worker.processing.filters import compile_filters
+from worker.processing.models import ModelImportError, load_model, validating
 from worker.processing.registry import HandlerImportError, load_handler
 from worker.records import StreamRecord
 
@@ -132,6 +133,13 @@ class Router:
                 problems.append((key, f"{route_config.import_string} publishes follow-up events: "
                                       "configure a 'publisher' section (e.g. type: outbox, table: events)"))
                 continue
+            if route_config.model is not None:
+                try:
+                    model = load_model(route_config.model)
+                except ModelImportError as exc:
+                    problems.append((f"routes[{index}].model", str(exc)))
+                    continue
+                handler = validating(handler, model, route_config.batch_handler is not None)
             routes.append(build_route(route_config, handler, config.processing))
         if problems:
             raise ConfigError(problems)
