@@ -435,11 +435,11 @@ class ChaosReport:
 
 class ChaosRun:
     def __init__(self, plan: ChaosPlan, workdir: Path, *, log: Callable[[str], None] = print,
-                 moto_url: str | None = None) -> None:
+                 endpoint_url: str | None = None) -> None:
         self.plan = plan
         self.workdir = workdir
         self._print = log
-        self._moto_url = moto_url
+        self.endpoint_url = endpoint_url
         self._moto: MotoServer | None = None
         self.proxy: FaultProxy | None = None
         self.workers: dict[str, WorkerProcess] = {}
@@ -463,17 +463,17 @@ class ChaosRun:
         self._print(line)
 
     def _client(self, service: str) -> Any:
-        assert self._moto_url is not None
-        return boto3.client(service, endpoint_url=self._moto_url, region_name=REGION,
+        assert self.endpoint_url is not None
+        return boto3.client(service, endpoint_url=self.endpoint_url, region_name=REGION,
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 
     # -- set-up ----------------------------------------------------------------------
 
     def _setup(self) -> None:
-        if self._moto_url is None:
+        if self.endpoint_url is None:
             self._moto = MotoServer().start()
-            self._moto_url = self._moto.url
-        self.proxy = FaultProxy(self._moto_url, seed=self.plan.seed).start()
+            self.endpoint_url = self._moto.url
+        self.proxy = FaultProxy(self.endpoint_url, seed=self.plan.seed).start()
         doc = seed_document(self.proxy.url, self.prefix)
         self.tables = {logical: spec["name"] for logical, spec in doc["tables"].items()}
         self.lease_table = doc["leases"]["table"]
@@ -495,7 +495,7 @@ class ChaosRun:
         from worker.local.tables import create_tables
 
         setup_doc = json.loads(json.dumps(doc))
-        setup_doc["aws"]["endpoint_url"] = self._moto_url
+        setup_doc["aws"]["endpoint_url"] = self.endpoint_url
         config = parse_config(setup_doc, env={"WORKER_ID": "setup"})
 
         async def create() -> None:
@@ -766,7 +766,7 @@ class ChaosRun:
                 worker_id = f"w{n}"
                 self.workers[worker_id] = WorkerProcess(worker_id, self.config_path, self.workdir / f"{worker_id}.log")
             schedule = build_schedule(self.plan, sorted(self.workers))
-            self.note(f"moto {self._moto_url}, proxy {self.proxy.url if self.proxy else '-'}, "  # noqa: SLF001
+            self.note(f"endpoint {self.endpoint_url}, proxy {self.proxy.url if self.proxy else '-'}, "  # noqa: SLF001
                       f"{len(schedule)} scheduled actions, workdir {self.workdir}")
             self.monitor = LeaseMonitor(self._client("dynamodb"), self.lease_table).start()
             for worker in self.workers.values():
@@ -814,11 +814,11 @@ class ChaosRun:
 
 
 def run_chaos(plan: ChaosPlan, workdir: Path | None = None, *, log: Callable[[str], None] = print,
-              moto_url: str | None = None) -> ChaosReport:
+              endpoint_url: str | None = None) -> ChaosReport:
     if workdir is None:
         workdir = Path(tempfile.mkdtemp(prefix="stream-worker-chaos-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    return ChaosRun(plan, workdir, log=log, moto_url=moto_url).run()
+    return ChaosRun(plan, workdir, log=log, endpoint_url=endpoint_url).run()
 
 
 def main(argv: list[str] | None = None) -> int:
