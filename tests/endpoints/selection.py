@@ -50,6 +50,7 @@ class EndpointTally:
     def __init__(self) -> None:
         self._endpoint: dict[str, str] = {}
         self._outcomes: dict[str, Counter[str]] = {}
+        self._moto_only = 0  # parameters marked moto_only, not run on DynamoDB Local
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -67,6 +68,7 @@ class EndpointTally:
                 self._endpoint[item.nodeid] = str(endpoint)
             kept.append(item)
         if moto_only:
+            self._moto_only = len(moto_only)
             config.hook.pytest_deselected(items=moto_only)
             items[:] = kept
 
@@ -90,4 +92,6 @@ class EndpointTally:
             counts = self._outcomes.get(endpoint)
             if counts:
                 parts.append(f"endpoint {endpoint}: " + ", ".join(f"{n} {what}" for what, n in sorted(counts.items())))
+        if self._moto_only:
+            parts.append(f"{self._moto_only} moto-only parameter(s) deselected on {DYNAMODB_LOCAL}")
         terminalreporter.write_line("; ".join(parts))
