@@ -6,9 +6,10 @@ killed (-9), stopped (SIGTERM) and restarted while orders flow.
 
 What a run does (everything random comes from ``--seed``):
 
-1. starts a moto server, a :class:`FaultProxy` in front of it, creates the seed tables and
-   writes a worker config (short lease timings, unlimited retries, no dead-letter
-   destination: nothing may be parked, every order must complete);
+1. starts a moto server (``--endpoint dynamodb-local``: DynamoDB Local), a
+   :class:`FaultProxy` in front of it, creates the seed tables and writes a worker config
+   (short lease timings, unlimited retries, no dead-letter destination: nothing may be
+   parked, every order must complete);
 2. starts ``--workers`` ``stream-worker run`` processes (endpoint = the proxy);
 3. during ``--duration`` seconds: writes the orders (``PutItem status NEW``, spread over
    the first 80 % of the window), changes the amount of every ``--modify-every``-th order
@@ -52,6 +53,7 @@ from boto3.dynamodb.types import TypeDeserializer
 from tests.chaos.fault_proxy import KINDS, FaultProxy, FaultRates
 from tests.integration.helpers import seed_document
 from tests.moto_process import MotoServer
+from worker.local.dynamodb_local import DynamoDBLocal
 
 REPO = Path(__file__).resolve().parents[2]
 STREAM_WORKER = str(Path(sys.executable).with_name("stream-worker"))
@@ -832,13 +834,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modify-every", type=int, default=5)
     parser.add_argument("--settle-timeout", type=float, default=None)
     parser.add_argument("--workdir", type=Path, default=None, help="logs and config (default: a temp dir)")
+    parser.add_argument("--endpoint", choices=["moto", "dynamodb-local"], default="moto",
+                        help="the endpoint behind the fault proxy (dynamodb-local: installed on first use)")
     args = parser.parse_args(argv)
     os.environ.update(FAKE_AWS_ENV)
     os.environ.pop("AWS_PROFILE", None)
     plan = ChaosPlan.for_duration(args.orders, args.duration, args.seed, workers=args.workers, kills=args.kills,
                                   sigterms=args.sigterms, modify_every=args.modify_every,
                                   settle_timeout=args.settle_timeout)
-    report = run_chaos(plan, args.workdir)
+    local = DynamoDBLocal().start() if args.endpoint == "dynamodb-local" else None
+    try:
+        report = run_chaos(plan, args.workdir, endpoint_url=local.url if local is not None else None)
+    finally:
+        if local is not None:
+            local.stop()
     print()
     print(report.table())
     by_op = defaultdict(int)
