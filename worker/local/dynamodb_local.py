@@ -56,6 +56,11 @@ def install_dir() -> Path:
     return cache / "stream-worker" / "dynamodb-local" / VERSION
 
 
+def is_installed(folder: Path | None = None) -> bool:
+    """A complete copy is in ``folder`` (default: :func:`install_dir`)."""
+    return _installed(folder or install_dir())
+
+
 def _installed(folder: Path) -> bool:
     return (folder / _COMPLETE).is_file() and (folder / JAR).is_file()
 
