@@ -1,5 +1,5 @@
-"""Delivery controls end to end on a real moto server: batching, parallel lanes, filters,
-retries, dead letters (jsonl, sqs, dynamodb), bisecting, partial batch failures, a
+"""Delivery controls end to end on each real endpoint (moto, DynamoDB Local): batching,
+parallel lanes, filters, retries, dead letters (jsonl, sqs, dynamodb), bisecting, partial batch failures, a
 dead-letter write that fails, replay, reset-checkpoint, status and AT_TIMESTAMP.
 
 Every test asserts the exact outcome: which records reached which handler, how often and

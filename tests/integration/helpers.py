@@ -1,5 +1,5 @@
-"""Shared set-up for integration tests: a seed config on the moto server, a recorder,
-table snapshots and a polling wait."""
+"""Shared set-up for integration tests: a seed config on the test's endpoint (moto or
+DynamoDB Local), a recorder, table snapshots and a polling wait."""
 
 from __future__ import annotations
 

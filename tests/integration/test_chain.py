@@ -1,4 +1,4 @@
-"""The seed's order -> shipment chain on a real moto server, in one worker process."""
+"""The seed's order -> shipment chain on each real endpoint (moto, DynamoDB Local), in one worker process."""
 
 from __future__ import annotations
 

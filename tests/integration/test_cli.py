@@ -79,6 +79,6 @@ async def test_status_reports_lag_of_unprocessed_records(endpoint_url: str, pref
     finally:
         await app.stop()
     caught_up = {s["table"]: s for s in (await collect_status(config))["shards"]}
-    # moto: the order's status update emits a MODIFY that no route takes; it is acknowledged too.
+    # The order's status update emits a MODIFY that no route takes; it is acknowledged too.
     assert caught_up["orders"]["lag_seconds"] == 0.0
     assert caught_up["events"]["lag_seconds"] == 0.0

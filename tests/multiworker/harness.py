@@ -1,5 +1,6 @@
-"""Runs separate `stream-worker` processes over the stream simulator (streams) and the moto
-server (lease table), and checks what they did: coverage, per-key order, checkpoints."""
+"""Runs separate `stream-worker` processes over the stream simulator (streams) and the test's
+endpoint, moto or DynamoDB Local (lease table), and checks what they did: coverage, per-key
+order, checkpoints."""
 
 from __future__ import annotations
 
