@@ -22,10 +22,17 @@ TESTS = Path(__file__).resolve().parents[1]
 BOTH_ENDPOINT_SUITES = ("integration", "multiworker", "delivery", "chaos", "endpoints")
 
 
+# Tests of the two-endpoint suites kept on moto by a moto_only mark (for the summary line).
+moto_only_tests: set[str] = set()
+
+
 def endpoints_for(metafunc: pytest.Metafunc) -> list[str]:
     path = Path(str(metafunc.definition.path)).resolve()
     suite = path.relative_to(TESTS).parts[0] if path.is_relative_to(TESTS) else ""
-    if suite not in BOTH_ENDPOINT_SUITES or metafunc.definition.get_closest_marker("moto_only"):
+    if suite not in BOTH_ENDPOINT_SUITES:
+        return [MOTO]
+    if metafunc.definition.get_closest_marker("moto_only"):
+        moto_only_tests.add(metafunc.definition.nodeid)
         return [MOTO]
     if metafunc.definition.get_closest_marker("dynamodb_local_only"):
         return [DYNAMODB_LOCAL]
@@ -51,7 +58,6 @@ class EndpointTally:
     def __init__(self) -> None:
         self._endpoint: dict[str, str] = {}
         self._outcomes: dict[str, Counter[str]] = {}
-        self._moto_only = 0  # parameters marked moto_only, not run on DynamoDB Local
 
     @pytest.hookimpl(trylast=True)
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -69,7 +75,7 @@ class EndpointTally:
                 self._endpoint[item.nodeid] = str(endpoint)
             kept.append(item)
         if moto_only:
-            self._moto_only = len(moto_only)
+            moto_only_tests.update(item.nodeid for item in moto_only)
             config.hook.pytest_deselected(items=moto_only)
             items[:] = kept
 
@@ -93,6 +99,6 @@ class EndpointTally:
             counts = self._outcomes.get(endpoint)
             if counts:
                 parts.append(f"endpoint {endpoint}: " + ", ".join(f"{n} {what}" for what, n in sorted(counts.items())))
-        if self._moto_only:
-            parts.append(f"{self._moto_only} moto-only parameter(s) deselected on {DYNAMODB_LOCAL}")
+        if moto_only_tests:
+            parts.append(f"{len(moto_only_tests)} moto-only test(s) not run on {DYNAMODB_LOCAL}")
         terminalreporter.write_line("; ".join(parts))
