@@ -483,12 +483,14 @@ async def test_records_older_than_max_age_are_parked_unhandled(
 ) -> None:
     ddb = aws["dynamodb"]
     path = tmp_path / "letters.jsonl"
-    route = batch_route(batch_size=10, retry={"max_record_age_seconds": 2, **FAST_RETRY},
+    # 6 s: a loaded CI machine may take a few seconds from the new writes to their handling,
+    # and the new records must not age out meanwhile.
+    route = batch_route(batch_size=10, retry={"max_record_age_seconds": 6, **FAST_RETRY},
                         dead_letter={"type": "jsonl", "path": str(path)})
     config = await prepared(endpoint_url, prefix, [route])
     for i in range(3):
         await put(ddb, config, f"old-{i}", i)
-    await asyncio.sleep(3)  # older than max_record_age_seconds before any worker runs
+    await asyncio.sleep(7)  # older than max_record_age_seconds before any worker runs
     for i in range(2):
         await put(ddb, config, f"new-{i}", i)
     records = await stream_records(aws, config, "orders")
