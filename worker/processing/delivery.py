@@ -97,7 +97,7 @@ class RouteDelivery:
         limit = self.route.retry.max_record_age_seconds
         if limit < 0 or self._dead_letters is None:
             return False
-        created = record.approximate_creation_epoch
+        created = record.latest_creation_epoch  # a coarse timestamp must not park a fresh record
         return created is not None and time.time() - created > limit
 
     def _out_of_attempts(self, attempts: int) -> bool:
