@@ -191,6 +191,9 @@ class ProcessingConfig(_Section):
     dead_letter: DeadLetterConfig | None = None
     checkpoint_interval_seconds: float = Field(1.0, gt=0, le=300)
     max_in_flight_records: int = Field(5_000, ge=1, le=1_000_000)
+    # Ranges of records finished past the checkpoint kept in the lease row (the lowest ones
+    # when there are more); 0 turns them off. See worker/checkpoint/ranges.py.
+    max_finished_ranges: int = Field(100, ge=0, le=1_000)
 
 
 class PublisherConfig(_Section):

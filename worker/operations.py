@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from worker.aws import AwsClients
+from worker.checkpoint.ranges import records_in
 from worker.config import Config
 from worker.leases.model import Lease
 from worker.leases.table import LeaseTable
@@ -28,6 +29,7 @@ class ShardStatus:
     checkpoint: str | None
     last_progress_seconds: float | None  # since the checkpoint last moved
     lag_seconds: float | None  # age of the oldest record after the checkpoint; 0 when caught up
+    finished_ahead: int = 0  # records past the checkpoint already finished (lease finishedRanges)
 
 
 def _age(timestamp: str | None) -> float | None:
@@ -110,6 +112,7 @@ async def collect_status(config: Config) -> dict[str, Any]:
                     owner=lease.owner if lease else None, checkpoint=checkpoint,
                     last_progress_seconds=_age(progress),
                     lag_seconds=await _lag(streams_client, info.stream_arn, shard.shard_id, lease),
+                    finished_ahead=records_in(lease.finished_ranges) if lease else 0,
                 ))
         return {
             "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -126,9 +129,9 @@ def render_status(status: dict[str, Any]) -> str:
     for worker in status["workers"]:
         lines.append(f"  {worker['id']}  leases={worker['leases']}  live={'yes' if worker['live'] else 'no'}"
                      f"  heartbeat {worker['updated_seconds_ago']} s ago")
-    headers = ["table", "shard", "state", "owner", "checkpoint", "lag", "last progress"]
+    headers = ["table", "shard", "state", "owner", "checkpoint", "finished ahead", "lag", "last progress"]
     rows = [[s["table"], s["shard_id"], s["state"] + ("" if s["open"] else " (closed)"), s["owner"] or "-",
-             (s["checkpoint"] or "-")[-24:],
+             (s["checkpoint"] or "-")[-24:], s["finished_ahead"],
              "-" if s["lag_seconds"] is None else f"{s['lag_seconds']} s",
              "-" if s["last_progress_seconds"] is None else f"{s['last_progress_seconds']} s ago"]
             for s in status["shards"]]

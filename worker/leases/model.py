@@ -9,6 +9,9 @@ Layout of the lease table (hash ``pk``, range ``sk``):
   Liveness is per worker, not per lease, so an idle worker costs one write per
   heartbeat whatever number of shards it holds (see docs/leases.md).
 
+``finishedRanges`` (optional) names the records past ``checkpoint`` that are already
+finished (worker/checkpoint/ranges.py); a row without it has none.
+
 ``counter`` is the fencing token: it changes whenever the owner changes (take, steal,
 release), and every owner-side write is conditional on ``owner`` and ``counter``.
 """
@@ -18,9 +21,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import structlog
+
+from worker.checkpoint.ranges import SeqRange, above, decode
+
 SHARD_END = "SHARD_END"
 LEASE_PREFIX = "lease#"
 WORKER_PK = "worker"
+FINISHED_RANGES = "finishedRanges"
+
+log = structlog.get_logger(__name__)
 
 
 def lease_pk(stream_arn: str) -> str:
@@ -38,6 +48,7 @@ class Lease:
     parent_shard_ids: tuple[str, ...] = ()
     child_shard_ids: tuple[str, ...] = ()
     updated_at: str | None = None
+    finished_ranges: tuple[SeqRange, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -63,8 +74,26 @@ class Lease:
             parent_shard_ids=tuple(item.get("parentShardIds") or ()),
             child_shard_ids=tuple(item.get("childShardIds") or ()),
             updated_at=item.get("updatedAt"),
+            finished_ranges=_finished_ranges(item),
             extra={k: v for k, v in item.items() if k in ("checkpointedAt", "finishedAt", "createdAt")},
         )
+
+
+def _finished_ranges(item: dict[str, Any]) -> tuple[SeqRange, ...]:
+    """The row's finished ranges above its checkpoint. An unreadable attribute (edited by
+    hand) is ignored with a warning: those records are then redone, never skipped wrongly."""
+    text = item.get(FINISHED_RANGES)
+    checkpoint = item.get("checkpoint")
+    if not text or checkpoint == SHARD_END:
+        return ()
+    try:
+        ranges = decode(str(text))
+    except ValueError as exc:
+        log.warning("ignore unreadable finished ranges", shard=item.get("sk"), reason=str(exc))
+        return ()
+    if checkpoint and str(checkpoint).isdigit():
+        return tuple(above(ranges, int(checkpoint)))
+    return ranges
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from botocore.exceptions import ClientError
 
 from worker.aws_errors import error_code, is_conditional_check_failed
 from worker.errors import LeaseLostError
-from worker.leases.model import SHARD_END, WORKER_PK, Lease, WorkerBeat, lease_pk
+from worker.checkpoint.ranges import SeqRange, encode
+from worker.leases.model import FINISHED_RANGES, SHARD_END, WORKER_PK, Lease, WorkerBeat, lease_pk
 from worker.observability import metrics
 from worker.retry import call_aws
 
@@ -183,15 +184,21 @@ class LeaseTable:
                 raise LeaseLostError(f"lease {lease.shard_id} of {lease.stream_arn} is no longer ours") from None
             raise
 
-    async def checkpoint(self, lease: Lease, sequence_number: str) -> None:
-        """Record that every record up to and including ``sequence_number`` is done."""
-        await self._owner_write(
-            "checkpoint",
-            lease,
-            "SET checkpoint = :seq, checkpointedAt = :now, updatedAt = :now",
-            {":seq": sequence_number},
-            {},
-        )
+    async def checkpoint(
+        self, lease: Lease, sequence_number: str | None, finished_ranges: tuple[SeqRange, ...] = ()
+    ) -> None:
+        """Record that every record up to and including ``sequence_number`` is done (None:
+        the checkpoint stays), and which records past it are done too, in one fenced write."""
+        sets = ["checkpointedAt = :now", "updatedAt = :now"]
+        values: dict[str, Any] = {}
+        if sequence_number is not None:
+            sets.insert(0, "checkpoint = :seq")
+            values[":seq"] = sequence_number
+        if finished_ranges:
+            sets.append("#ranges = :ranges")
+            values[":ranges"] = encode(finished_ranges)
+        update = "SET " + ", ".join(sets) + ("" if finished_ranges else " REMOVE #ranges")
+        await self._owner_write("checkpoint", lease, update, values, {"#ranges": FINISHED_RANGES})
 
     async def finish(self, lease: Lease, child_shard_ids: list[str]) -> None:
         """Mark the shard read to its end, name its children, and give the lease up."""
@@ -200,7 +207,9 @@ class LeaseTable:
         if child_shard_ids:
             update += ", childShardIds = :children"
             values[":children"] = child_shard_ids
-        await self._owner_write("finish", lease, update + " REMOVE #owner", values, {})
+        await self._owner_write(
+            "finish", lease, update + " REMOVE #owner, #ranges", values, {"#ranges": FINISHED_RANGES}
+        )
 
     async def release(self, lease: Lease) -> None:
         """Give a lease up so that another worker takes it at its next pass."""
@@ -222,10 +231,11 @@ class LeaseTable:
         else:
             update = "SET checkpoint = :cp, leaseCounter = leaseCounter + :one, updatedAt = :now REMOVE #owner"
             values = {":one": 1, ":now": _now(), ":cp": checkpoint}
+        # The finished ranges belonged to the old position: a re-read must handle everything.
         await table.update_item(
             Key={"pk": lease_pk(stream_arn), "sk": shard_id},
-            UpdateExpression=update,
-            ExpressionAttributeNames={"#owner": "owner"},
+            UpdateExpression=update + ", #ranges",
+            ExpressionAttributeNames={"#owner": "owner", "#ranges": FINISHED_RANGES},
             ExpressionAttributeValues=values,
         )
 

@@ -33,6 +33,7 @@ from botocore.exceptions import ClientError
 
 from worker.aws_errors import error_code
 from worker.checkpoint.checkpointer import Checkpointer
+from worker.checkpoint.ranges import records_in
 from worker.config import Config, StreamSettings
 from worker.errors import LeaseLostError, ShardGoneError, TrimmedDataError
 from worker.leases.model import Lease
@@ -112,7 +113,8 @@ class ShardConsumer:
         self._stream = stream
         self._checkpointer = Checkpointer(lease_table, lease, lease.table)
         self._pipeline: ShardPipeline | None = None
-        self.progress = ShardProgress()
+        # Records the previous owner finished past its checkpoint are skipped, not redone.
+        self.progress = ShardProgress(lease.finished_ranges if config.processing.max_finished_ranges else ())
         self.reader: ShardReader | None = None
         self._log = log.bind(stream=lease.table, shard=lease.shard_id)
 
@@ -199,7 +201,9 @@ class ShardConsumer:
         return not stop.is_set()
 
     async def _save_progress(self) -> None:
-        await self._checkpointer.checkpoint(self.progress.finished_up_to)
+        limit = self._config.processing.max_finished_ranges
+        ahead = self.progress.finished_ahead(limit) if limit else ()
+        await self._checkpointer.checkpoint(self.progress.finished_up_to, ahead)
 
     async def _checkpoint_loop(self) -> None:
         """Write the finished prefix at most every ``checkpoint_interval_seconds``, and only
@@ -231,7 +235,10 @@ class ShardConsumer:
             budget=self._idle_budget,
         )
         self._pipeline = self._pipelines.pipeline_for(self.lease, self.progress)
-        self._log.info("start shard", position=str(self.reader.position))
+        self._log.info(
+            "start shard", position=str(self.reader.position),
+            finished_ahead=records_in(self.lease.finished_ranges),
+        )
         checkpointing = asyncio.create_task(self._checkpoint_loop(), name=f"checkpoint:{self.lease.shard_id}")
         try:
             try:
@@ -295,7 +302,7 @@ class ShardConsumer:
     async def _feed(self, stop: asyncio.Event, checkpointing: asyncio.Task[None]) -> bool:
         """Read pages into the pipeline until shard end (True) or stop (False)."""
         assert self.reader is not None and self._pipeline is not None
-        pipeline = self._pipeline
+        pipeline, progress = self._pipeline, self.progress
         skip_before = self._skip_before()
         while not stop.is_set():
             await self._wait(pipeline.wait_for_capacity(), checkpointing)
@@ -310,6 +317,11 @@ class ShardConsumer:
                 record = StreamRecord(
                     raw, table=self.lease.table, stream_arn=self.lease.stream_arn, shard_id=self.lease.shard_id
                 )
+                if progress.already_finished(record):
+                    # Finished by a previous owner past its checkpoint: acknowledged, not
+                    # redone; the prefix moves over it like over any finished record.
+                    pipeline.skip(record)
+                    continue
                 if skip_before is not None:
                     # Skip only what was surely created before the mark: a coarse timestamp
                     # (whole minutes on DynamoDB Local) keeps the record.

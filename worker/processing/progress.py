@@ -7,25 +7,32 @@ route delivery. Each layer calls the one method that concerns it:
   ``skip``s the ones it acknowledges without routing;
 * a delivery says ``finish(record)`` when one route is done with a record (handled or
   parked), and ``failing()`` when a call failed;
+* the consumer asks ``already_finished(record)`` of each record it reads: True for records
+  the lease's previous owner finished past its checkpoint (its finished ranges), which the
+  consumer then ``skip``s;
 * the consumer's checkpoint loop waits on ``moved`` (the finished prefix may have moved)
   and ``urgent`` (a record is failing: write what is finished now, so a restart does not
-  redo it), and writes ``finished_up_to``;
+  redo it), and writes ``finished_up_to`` and ``finished_ahead``;
 * the pipeline's capacity and drain waits wait on ``changed``.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Iterable
 
+from worker.checkpoint.ranges import InheritedRanges, SeqRange, merge
 from worker.processing.tracker import ProgressTracker
 from worker.records import StreamRecord
 
 
 class ShardProgress:
-    __slots__ = ("_tracker", "moved", "urgent", "changed")
+    __slots__ = ("_tracker", "_inherited", "moved", "urgent", "changed")
 
-    def __init__(self) -> None:
+    def __init__(self, inherited: Iterable[SeqRange] = ()) -> None:
+        """``inherited``: the finished ranges read from the lease row (past its checkpoint)."""
         self._tracker = ProgressTracker()
+        self._inherited = InheritedRanges(inherited)
         self.moved = asyncio.Event()
         self.urgent = asyncio.Event()
         self.changed = asyncio.Event()
@@ -54,6 +61,18 @@ class ShardProgress:
         """A handler call failed: ask for a checkpoint of the finished prefix now."""
         self.urgent.set()
         self.moved.set()
+
+    # -- the consumer -----------------------------------------------------------------------
+
+    def already_finished(self, record: StreamRecord) -> bool:
+        """True if a previous owner finished ``record`` (call once per record, in stream order)."""
+        return bool(self._inherited) and self._inherited.take(record.sequence_number)
+
+    def finished_ahead(self, limit: int) -> tuple[SeqRange, ...]:
+        """The lowest ``limit`` ranges of finished records past the prefix: this owner's,
+        then the inherited ones it has not read yet (so an early checkpoint keeps them)."""
+        ranges = merge([*self._tracker.finished_ahead(limit), *self._inherited.unread()])
+        return tuple(ranges[:limit])
 
     # -- readers --------------------------------------------------------------------------
 

@@ -4,11 +4,16 @@ Records are added in stream order with the number of routes they still owe; each
 completion (success or dead letter) counts one down. The checkpoint candidate is the
 sequence number of the last record of the longest finished prefix, so a checkpoint never
 passes a record that is still in flight, however the routes' lanes interleave.
+
+Past the prefix, :meth:`ProgressTracker.finished_ahead` gives the runs of finished records
+as ranges of sequence numbers (see worker/checkpoint/ranges.py), for the lease row.
 """
 
 from __future__ import annotations
 
 from collections import deque
+
+from worker.checkpoint.ranges import SeqRange
 
 
 class _Entry:
@@ -53,6 +58,34 @@ class ProgressTracker:
         order = self._order
         while order and order[0].remaining == 0:
             self._finished_up_to = order.popleft().sequence
+
+    def finished_ahead(self, limit: int) -> list[SeqRange]:
+        """The lowest ``limit`` runs of finished records past the prefix, in stream order.
+
+        A record whose sequence number is shared by an unfinished one (moto) ends a run:
+        a range must never claim an unfinished record. O(window), called once a checkpoint.
+        """
+        runs: list[SeqRange] = []
+        if limit <= 0:
+            return runs
+        first: str | None = None
+        last = ""
+        count = 0
+        for entry in self._order:
+            if entry.remaining == 0 and entry.sequence not in self._by_sequence:
+                if first is None:
+                    first = entry.sequence
+                last = entry.sequence
+                count += 1
+                continue
+            if first is not None:
+                runs.append(SeqRange(int(first), int(last), count))
+                if len(runs) >= limit:
+                    return runs
+                first, count = None, 0
+        if first is not None and len(runs) < limit:
+            runs.append(SeqRange(int(first), int(last), count))
+        return runs
 
     @property
     def finished_up_to(self) -> str | None:

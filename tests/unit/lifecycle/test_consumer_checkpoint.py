@@ -6,6 +6,7 @@ import asyncio
 import pytest
 from botocore.exceptions import ClientError
 
+from worker.checkpoint.ranges import SeqRange
 from worker.config import Config, StreamSettings, parse_config
 from worker.errors import LeaseLostError
 from worker.leases.model import Lease
@@ -28,8 +29,9 @@ class CheckpointFailingLeaseTable(FakeLeaseTable):
         self.error = error
         self.checkpoints: list[str] = []
 
-    async def checkpoint(self, lease: Lease, sequence_number: str) -> None:
+    async def checkpoint(self, lease: Lease, sequence_number: str | None, finished_ranges: tuple[SeqRange, ...] = ()) -> None:
         await asyncio.sleep(0)
+        assert sequence_number is not None and not finished_ranges  # every record here is finished at once
         self.checkpoints.append(sequence_number)
         if self.error is not None:
             raise self.error
