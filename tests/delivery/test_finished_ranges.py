@@ -26,6 +26,7 @@ from tests.integration.helpers import (
     wait_checkpoint,
     wait_until,
 )
+from worker import operations
 from worker.app import App
 from worker.aws import AwsClients
 from worker.checkpoint.ranges import SeqRange, decode
@@ -167,6 +168,12 @@ async def take_over(endpoint_url: str, prefix: str, aws: dict[str, Any], max_ran
     ranges = await ranges_row(ddb, config)
     assert claimed(ranges, stream) == expected
     assert [r.count for r in ranges] == [len(run) for run in runs[:max_ranges]]
+    # stream-worker status shows how many records past the checkpoint are finished.
+    status = await operations.collect_status(config)
+    [orders] = [s for s in status["shards"] if s["table"] == "orders"]
+    assert (orders["checkpoint"], orders["finished_ahead"]) == (stuck_at, len(expected))
+    header, row = [line for line in operations.render_status(status).splitlines() if "orders" in line or "finished" in line]
+    assert "finished ahead" in header and f" {len(expected)} " in row
     return stream, finished, ranges, stuck_at
 
 
