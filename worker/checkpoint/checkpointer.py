@@ -30,6 +30,8 @@ class Checkpointer:
         # sequence numbers: any record read after them moves the checkpoint.
         usable = lease.checkpoint and lease.checkpoint.isdigit()
         self.checkpointed: str | None = lease.checkpoint if usable else None
+        # The finished ranges as last written (the lease's until this owner writes).
+        self.finished_ranges: tuple[SeqRange, ...] = lease.finished_ranges
         self._ranges_written = encode(lease.finished_ranges)
 
     def is_ahead(self, sequence_number: str | None) -> bool:
@@ -58,6 +60,7 @@ class Checkpointer:
         if position is not None:
             self.checkpointed = position
         self._ranges_written = encoded
+        self.finished_ranges = finished_ranges
         return True
 
     async def finish(self, child_shard_ids: list[str]) -> None:

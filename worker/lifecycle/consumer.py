@@ -33,7 +33,7 @@ from botocore.exceptions import ClientError
 
 from worker.aws_errors import error_code
 from worker.checkpoint.checkpointer import Checkpointer
-from worker.checkpoint.ranges import records_in
+from worker.checkpoint.ranges import SeqRange, records_in
 from worker.config import Config, StreamSettings
 from worker.errors import LeaseLostError, ShardGoneError, TrimmedDataError
 from worker.leases.model import Lease
@@ -170,6 +170,11 @@ class ShardConsumer:
     def checkpointed(self) -> str | None:
         """The last sequence number this consumer wrote (or the lease's at the start)."""
         return self._checkpointer.checkpointed
+
+    @property
+    def finished_ranges(self) -> tuple[SeqRange, ...]:
+        """The finished ranges past ``checkpointed`` as last written (or the lease's)."""
+        return self._checkpointer.finished_ranges
 
     def lose(self) -> None:
         """The lease was taken by another worker (fenced): the caller cancels the run."""

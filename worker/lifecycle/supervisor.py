@@ -150,16 +150,18 @@ class ShardSupervisor:
         self._log.error("restart crashed consumer", shard=lease.shard_id, error=repr(exc), delay=delay, exc_info=exc)
         if self._stopping:
             return
-        checkpoint = running.consumer.checkpointed or lease.checkpoint
-        restart = asyncio.create_task(self._restart(key, checkpoint, delay), name=f"restart:{lease.shard_id}")
+        # From what it wrote last: the checkpoint, and the records it finished past it.
+        resume = replace(lease, checkpoint=running.consumer.checkpointed or lease.checkpoint,
+                         finished_ranges=running.consumer.finished_ranges)
+        restart = asyncio.create_task(self._restart(key, resume, delay), name=f"restart:{lease.shard_id}")
         self._restarts.add(restart)
         restart.add_done_callback(self._restarts.discard)
 
-    async def _restart(self, key: LeaseKey, checkpoint: str | None, delay: float) -> None:
+    async def _restart(self, key: LeaseKey, resume: Lease, delay: float) -> None:
         await asyncio.sleep(delay)
         lease = self.leases.held.get(key)
         if lease is not None and not self._stopping:
-            self._acquire(replace(lease, checkpoint=checkpoint))
+            self._acquire(replace(lease, checkpoint=resume.checkpoint, finished_ranges=resume.finished_ranges))
 
     # -- stop ------------------------------------------------------------------------------
 

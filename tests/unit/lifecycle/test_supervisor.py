@@ -4,10 +4,12 @@ consumer restarts from its checkpoint with the loops' back-off; trimmed data hol
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 from structlog.testing import capture_logs
 
+from worker.checkpoint.ranges import SeqRange
 from worker.errors import TrimmedDataError
 from worker.leases.model import Lease
 from worker.lifecycle.consumer import ConsumerState
@@ -108,3 +110,19 @@ async def test_trimmed_data_holds_the_shard_stopped() -> None:
 
     assert not supervisor.consumers()
     assert lease.key in supervisor.leases.held  # kept, so nobody reads past the gap
+
+
+async def test_crashed_consumer_restarts_with_the_finished_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(RestartBackoff, "INITIAL_SECONDS", 0.02)
+    pipelines = FlakyPipelines(RuntimeError("boom"))
+    supervisor, _, lease = make_supervisor(pipelines)
+    ranges = (SeqRange(20, 30, 2),)
+    # The taker's copy knows no ranges; the consumer's (as after its own writes) does.
+    supervisor._acquire(replace(lease, checkpoint="5", finished_ranges=ranges))  # noqa: SLF001
+    await wait_until(lambda: len(pipelines.asked) == 2)
+
+    # The restart resumes from what was last written: the records finished past the
+    # checkpoint are still known, so they are skipped, not redone.
+    restarted = pipelines.asked[1]
+    assert (restarted.checkpoint, restarted.finished_ranges) == ("5", ranges)
+    await supervisor.drain(asyncio.get_running_loop().time() + 1)
