@@ -89,6 +89,8 @@ class App:
         self._loops: list[asyncio.Task[None]] = []
         self._consumers: dict[tuple[str, str], _Running] = {}
         self._idle_budget = IdlePollBudget(config.reader.idle_polls_per_second)
+        # Shared by every shard's pipeline: handler calls in flight in the whole process.
+        self._call_slots = asyncio.Semaphore(config.processing.max_concurrent_handler_calls)
         self._graphs: dict[str, ShardGraph] = {}
         self.streams: dict[str, StreamInfo] = {}  # stream arn -> info
         self.clients: AwsClients | None = None
@@ -337,7 +339,7 @@ class App:
         metrics.leases_held.labels(lease.table).inc()
 
     def _make_pipeline(self, lease: Lease, on_failure: Callable[[], None]) -> ShardPipeline:
-        """One pipeline per consumed shard: the route lanes and the progress tracker."""
+        """One pipeline per consumed shard: the routes' key schedulers and the progress tracker."""
         assert self.router is not None and self.services is not None
         info = self.streams.get(lease.stream_arn)
         pipeline: ShardPipeline
@@ -345,7 +347,7 @@ class App:
         def delivery_for(route: Route) -> RouteDelivery:
             return RouteDelivery(
                 route, self.services, self._dead_letters.get(route.name),  # type: ignore[arg-type]
-                on_finished=pipeline.on_finished, on_failure=on_failure,
+                on_finished=pipeline.on_finished, on_failure=on_failure, sleep=pipeline.backoff_sleep,
             )
 
         pipeline = ShardPipeline(
@@ -355,6 +357,7 @@ class App:
             max_in_flight=self.config.processing.max_in_flight_records,
             hash_key=info.hash_key if info else None,
             stream_label=lease.table,
+            call_slots=self._call_slots,
         )
         return pipeline
 

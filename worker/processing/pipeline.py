@@ -1,13 +1,13 @@
-"""ShardPipeline: hands one shard's records to the lanes of every route they match.
+"""ShardPipeline: hands one shard's records to a :class:`KeyScheduler` per route they match.
 
-Each route has ``parallelization_factor`` lanes. A record goes to the lane chosen by a
-stable hash of its partition key, so records of one key stay in order while other keys
-run concurrently; with a factor of 1 the route sees the shard in stream order. A lane
-takes what is queued (batch routes: up to ``batch_size``, waiting up to
-``batching_window_seconds`` for more) and delivers it through the route's
-:class:`RouteDelivery`. The :class:`ProgressTracker` says how far the checkpoint may go.
+Each route sees the records of one partition key in stream order, one call at a time, and
+records of different keys concurrently, up to the route's ``max_concurrency`` and the
+process-wide ``call_slots`` (see :mod:`worker.processing.key_scheduler`). A record being
+retried holds back only the later records of its own key, and no slot while it sleeps:
+give every ``RouteDelivery`` :meth:`ShardPipeline.backoff_sleep` as its ``sleep``. The
+:class:`ProgressTracker` says how far the checkpoint may go (the finished prefix).
 
-Reading is throttled by ``max_in_flight_records``: a blocked lane (a record being retried)
+Reading is throttled by ``max_in_flight_records``: a blocked key (a record being retried)
 holds back at most that many records of the shard, never the other shards.
 """
 
@@ -15,17 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import zlib
 from typing import Callable
 
 from worker.observability import metrics
 from worker.processing.delivery import RouteDelivery
+from worker.processing.key_scheduler import KeyScheduler, PartitionKey, record_finished, sleep_without_slots
 from worker.processing.router import Route
 from worker.processing.tracker import ProgressTracker
 from worker.records import StreamRecord
 
 
-# json.dumps with options builds a new encoder on every call; the lane rule's encoder is built once.
+# json.dumps with options builds a new encoder on every call; the key rule's encoder is built once.
 _KEY_ENCODER = json.JSONEncoder(sort_keys=True, default=str)
 
 
@@ -39,16 +39,20 @@ class ShardPipeline:
         max_in_flight: int,
         hash_key: str | None,
         stream_label: str,
+        call_slots: asyncio.Semaphore | None = None,
     ) -> None:
+        """``call_slots`` bounds handler calls in flight across every pipeline that shares
+        it (the process); None leaves only each route's ``max_concurrency``."""
         self._routes_for = routes_for
         self._delivery_for = delivery_for
         self.tracker = tracker
         self._max_in_flight = max_in_flight
         self._hash_key = hash_key
         self._label = stream_label
+        self._call_slots = call_slots
         self._unrouted = metrics.records_unrouted.labels(stream_label)
-        self._lanes: dict[tuple[str, int], asyncio.Queue[StreamRecord]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._schedulers: dict[str, KeyScheduler] = {}
+        self._ordinal = 0
         self._progress = asyncio.Event()
         self._failure: BaseException | None = None
         self._closing = False
@@ -57,16 +61,27 @@ class ShardPipeline:
 
     # -- feeding -------------------------------------------------------------------------
 
-    def _lane_index(self, route: Route, record: StreamRecord) -> int:
-        if route.parallelization_factor == 1:
-            return 0
+    def _partition_key(self, record: StreamRecord) -> PartitionKey:
+        """The ordering key: the hash key's typed value (all keys when it is unknown)."""
         keys = record.raw.get("dynamodb", {}).get("Keys", {})
-        key = keys.get(self._hash_key) if self._hash_key else None
-        token = _KEY_ENCODER.encode(key if key is not None else keys)
-        return zlib.crc32(token.encode()) % route.parallelization_factor
+        value = keys.get(self._hash_key) if self._hash_key else None
+        if isinstance(value, dict) and len(value) == 1:
+            kind, scalar = next(iter(value.items()))
+            if isinstance(scalar, str):  # S, N and B (base64) values: no encoding needed
+                return (kind, scalar)
+        return _KEY_ENCODER.encode(value if value is not None else keys)
+
+    def _scheduler(self, route: Route) -> KeyScheduler:
+        scheduler = self._schedulers.get(route.name)
+        if scheduler is None:
+            scheduler = self._schedulers[route.name] = KeyScheduler(
+                route, self._delivery_for(route), call_slots=self._call_slots,
+                on_worker_done=self._on_worker_done, task_name=f"route:{route.name}",
+            )
+        return scheduler
 
     def submit(self, record: StreamRecord) -> None:
-        """Queue a record (in stream order) on the lane of every route it matches."""
+        """Queue a record (in stream order) for every route it matches."""
         self._raise_failure()
         routes = self._routes_for(record)
         self.tracker.add(record.sequence_number, len(routes))
@@ -74,15 +89,11 @@ class ShardPipeline:
             self._unrouted.inc()
             self._notify_progress()
             return
+        key = self._partition_key(record)
+        ordinal = self._ordinal
+        self._ordinal += 1
         for route in routes:
-            lane = (route.name, self._lane_index(route, record))
-            queue = self._lanes.get(lane)
-            if queue is None:
-                queue = self._lanes[lane] = asyncio.Queue()
-                task = asyncio.create_task(self._run_lane(route, queue), name=f"lane:{route.name}:{lane[1]}")
-                self._tasks.add(task)
-                task.add_done_callback(self._on_lane_done)
-            queue.put_nowait(record)
+            self._scheduler(route).submit(key, ordinal, record)
 
     def skip(self, record: StreamRecord) -> None:
         """Acknowledge a record without routing it (e.g. older than AT_TIMESTAMP)."""
@@ -90,46 +101,33 @@ class ShardPipeline:
         self._notify_progress()
 
     def on_finished(self, record: StreamRecord) -> None:
+        """One route is done with ``record`` (handled or parked). Called from inside the
+        route's delivery, so a batch call gives the record's key back as soon as all of
+        its records are finished, not when the whole batch is."""
         self.tracker.finish(record.sequence_number)
+        record_finished(record)
         self._progress.set()
         self._notify_progress()
+
+    async def backoff_sleep(self, delay: float) -> None:
+        """The ``sleep`` for this pipeline's ``RouteDelivery``: waits out a back-off
+        without holding a concurrency slot (the failing key stays blocked, the others go)."""
+        await sleep_without_slots(delay)
 
     def _notify_progress(self) -> None:
         if self.progress_listener is not None:
             self.progress_listener()
 
-    # -- lanes ---------------------------------------------------------------------------
-
-    async def _run_lane(self, route: Route, queue: asyncio.Queue[StreamRecord]) -> None:
-        delivery = self._delivery_for(route)
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await queue.get()]
-            if route.is_batch:
-                deadline = loop.time() + route.batching_window_seconds
-                while len(batch) < route.batch_size:
-                    if not queue.empty():
-                        batch.append(queue.get_nowait())
-                        continue
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        batch.append(await asyncio.wait_for(queue.get(), remaining))
-                    except TimeoutError:
-                        break
-            await delivery.deliver(batch)
-
-    def _on_lane_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+    def _on_worker_done(self, task: asyncio.Task[None]) -> None:
         if self._failure is not None:
             return
         if task.cancelled():
             if self._closing:
                 return
-            # Only close() cancels lanes. A CancelledError that escaped a handler (or a
-            # dead-letter write) ends the lane too: its records would stay unfinished forever
-            # and drain() would hang without a trace, so it is a failure like any other.
+            # Only close() cancels workers. A CancelledError that escaped a handler (or a
+            # dead-letter write) ends the worker with its keys claimed: their records would
+            # stay unfinished forever and drain() would hang without a trace, so it is a
+            # failure like any other.
             failure: BaseException | None = RuntimeError(f"{task.get_name()} was cancelled from inside")
         else:
             failure = task.exception()
@@ -159,8 +157,5 @@ class ShardPipeline:
 
     async def close(self) -> None:
         self._closing = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
+        tasks = [task for scheduler in self._schedulers.values() for task in scheduler.close()]
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
