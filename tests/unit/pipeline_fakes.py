@@ -434,6 +434,7 @@ def build_route(spec: RouteSpec, handler: Any, dead_letters: bool) -> Route:
         batch_size=spec.batch_size if spec.batch else 1,
         batching_window_seconds=spec.window,
         max_concurrency=spec.concurrency,
+        timeout_seconds=30.0,  # runs every call under the watchdog (one per concurrent call)
         retry=RetryConfig(
             max_attempts=spec.max_attempts,
             max_record_age_seconds=spec.max_age,

@@ -230,12 +230,13 @@ def poison_scenarios(draw: st.DrawFn) -> tuple[Scenario, int]:
             route_plans.append(OK)  # behind the poison: blocked, not failing
         else:
             route_plans.append(draw(healthy))
-    kind = draw(st.sampled_from(["record", "partial"]))
+    kind = draw(st.sampled_from(["record", "raise", "partial"]))
     spec = RouteSpec(
         name="route",
         batch=kind != "record",
         batch_size=draw(st.integers(1, 8)) if kind != "record" else 1,
         mode="raise" if kind == "record" else kind,
+        bisect=True,  # without bisection a raising batch holds its innocent records forever
         concurrency=draw(st.integers(1, 6)),
         max_attempts=-1,
         plans=tuple(route_plans),

@@ -10,6 +10,9 @@ Failure policy, per route (``RetryConfig``):
 * a batch whose handler *raised* is bisected first (when ``bisect_batch_on_error``): the
   halves are retried at once, in order, without counting an attempt, until the failing
   record is alone, so one poison record cannot take its neighbours down with it;
+* a failed part of a batch waits out its back-off apart: the parts of other keys go on
+  meanwhile, the later records of its keys wait with it (``deliver``'s ``key_of``), so a
+  failure holds up only its own keys;
 * ``PermanentError`` skips the remaining attempts; ``max_attempts`` (calls) and
   ``max_record_age_seconds`` bound the rest. A record past a bound is written to the
   route's dead-letter destination with everything needed to replay it. Without a
@@ -26,7 +29,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from types import SimpleNamespace
-from typing import Any, Awaitable, Callable, Iterable, Protocol
+from typing import Any, Awaitable, Callable, Hashable, Iterable, Protocol
 
 import structlog
 from tenacity import wait_exponential_jitter
@@ -95,7 +98,9 @@ class RouteDelivery:
         self._sleep = sleep
         # Resolved once: a labels() lookup per record is a measurable share of a no-op delivery.
         self._log = log.bind(route=route.name, stream=route.table)
-        self._watchdog = Watchdog()
+        # A watchdog serves one call at a time; concurrent calls (different keys) each take
+        # an idle one, so there are as many as calls ever ran at once.
+        self._idle_watchdogs: list[Watchdog] = []
         self._handled = {outcome: metrics.records_handled.labels(route.table, route.name, outcome)
                          for outcome in ("ok", "error")}
         self._duration = metrics.handler_duration.labels(route.name)
@@ -151,7 +156,11 @@ class RouteDelivery:
             if route.timeout_seconds is None:
                 result = await call
             else:
-                result = await self._watchdog.run(call, route.timeout_seconds)
+                watchdog = self._idle_watchdogs.pop() if self._idle_watchdogs else Watchdog()
+                try:
+                    result = await watchdog.run(call, route.timeout_seconds)
+                finally:
+                    self._idle_watchdogs.append(watchdog)
         except HandlerTimeout:
             self._record(records, "error", started)
             raise RetryableError(f"handler timed out after {route.timeout_seconds} s") from None
@@ -173,10 +182,14 @@ class RouteDelivery:
 
     # -- per record ----------------------------------------------------------------------
 
-    async def deliver(self, records: list[StreamRecord]) -> None:
-        """Return once every record is handled or parked (in order within the call)."""
+    async def deliver(self, records: list[StreamRecord], key_of: Callable[[StreamRecord], Hashable] | None = None) -> None:
+        """Return once every record is handled or parked (in order within the call).
+
+        ``key_of`` (batch routes) names each record's partition key: a failed part waits
+        out its back-off while the parts of other keys go on; without it every record
+        counts as one key and the whole rest of the batch waits behind a failed part."""
         if self.route.is_batch:
-            await self._deliver_batch(records)
+            await self._deliver_batch(records, key_of or _one_key)
         else:
             for record in records:
                 await self._deliver_one(record)
@@ -205,12 +218,22 @@ class RouteDelivery:
         self, records: list[StreamRecord], error: BaseException, attempts: int, first: dict[str, datetime]
     ) -> bool:
         """Park or back off after a failed call. True when the records were parked."""
+        delay = await self._park_or_backoff(records, error, attempts, first)
+        if delay is None:
+            return True
+        await self._sleep(delay)
+        return False
+
+    async def _park_or_backoff(
+        self, records: list[StreamRecord], error: BaseException, attempts: int, first: dict[str, datetime]
+    ) -> float | None:
+        """Park the records after a failed call (None), or the back-off before the next attempt."""
         self._on_failure()
         if self._parks_permanent(error) or self._out_of_attempts(attempts):
             error_class = "permanent" if isinstance(error, PermanentError) else "exhausted"
             for record in records:
                 await self._park(record, error, error_class, attempts, first.get(record.sequence_number))
-            return True
+            return None
         delay = self._backoff(attempts)
         metrics.handler_retries.labels(self.route.name).inc(len(records))
         level = "error" if isinstance(error, PermanentError) else "warning"
@@ -219,8 +242,7 @@ class RouteDelivery:
             shard=records[0].shard_id, seq=records[0].sequence_number, records=len(records),
             attempt=attempts, delay=round(delay, 3), error=type(error).__name__, detail=str(error)[:300],
         )
-        await self._sleep(delay)
-        return False
+        return delay
 
     # -- batches -------------------------------------------------------------------------
 
@@ -232,11 +254,19 @@ class RouteDelivery:
             failed_ids.add(item.sequence_number if isinstance(item, StreamRecord) else str(item))
         return [r for r in part if r.sequence_number in failed_ids], started
 
-    async def _deliver_batch(self, batch: list[StreamRecord]) -> None:
+    async def _deliver_batch(self, batch: list[StreamRecord], key_of: Callable[[StreamRecord], Hashable]) -> None:
         attempts: dict[str, int] = {}
         first: dict[str, datetime] = {}
-        queue: list[list[StreamRecord]] = [batch]
-        while queue:
+        queue: list[list[StreamRecord]] = [batch]  # parts to call now, in stream order
+        # Failed parts waiting out their back-off: (due, part), with the later records of
+        # their keys moved behind them, so only the failed keys wait.
+        waiting: list[tuple[float, list[StreamRecord]]] = []
+        loop = asyncio.get_running_loop()
+        while queue or waiting:
+            if not queue:
+                due, part = waiting.pop(min(range(len(waiting)), key=lambda i: waiting[i][0]))
+                await self._sleep(max(due - loop.time(), 0.0))
+                queue.append(part)
             part = queue.pop(0)
             fresh = []
             for record in part:
@@ -273,9 +303,13 @@ class RouteDelivery:
                 attempts[record.sequence_number] = attempts.get(record.sequence_number, 0) + 1
                 first.setdefault(record.sequence_number, now)
             count = max(attempts[r.sequence_number] for r in failed)
-            if await self._after_failure(failed, error, count, first):
+            delay = await self._park_or_backoff(failed, error, count, first)
+            if delay is None:
                 continue
-            queue.insert(0, failed)
+            blocked = {key_of(r) for r in failed}
+            held = [r for p in queue for r in p if key_of(r) in blocked]
+            queue = [rest for p in queue if (rest := [r for r in p if key_of(r) not in blocked])]
+            waiting.append((loop.time() + delay, failed + held))
 
     # -- parking -------------------------------------------------------------------------
 
@@ -314,6 +348,10 @@ class RouteDelivery:
         now = time.monotonic()
         self._observe([record], "dead_lettered", now, now)
         self._finish(record)
+
+
+def _one_key(record: StreamRecord) -> Hashable:
+    return None
 
 
 def _without_images(message: DeadLetter) -> DeadLetter:

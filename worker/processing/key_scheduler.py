@@ -232,13 +232,22 @@ class KeyScheduler:
         records, keys, open_keys = taken
         batch = bool(open_keys)  # open_keys empties as the call finishes records
         if batch:
+            key_by_id = dict(open_keys)
+
+            def key_of(record: StreamRecord) -> PartitionKey:
+                return key_by_id[id(record)]
+
             counts: dict[PartitionKey, int] = {}
             for key in open_keys.values():
                 counts[key] = counts.get(key, 0) + 1
             worker.open_keys, worker.open_counts = open_keys, counts
+            key_by_id = dict(open_keys)
         await self._take_slots(worker)
         try:
-            await self._delivery.deliver(records)
+            if batch:
+                await self._delivery.deliver(records, lambda record: key_by_id[id(record)])
+            else:
+                await self._delivery.deliver(records)
         finally:
             self._give_slots(worker)
         if batch:
