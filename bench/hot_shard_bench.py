@@ -35,6 +35,7 @@ from bench.results import merge, print_table
 from bench.support import load_average, provenance_rows, worker_source_hash
 from worker.config import DEFAULT_MAX_CONCURRENCY, ProcessingConfig
 from worker.processing.delivery import DeliveryServices, RouteDelivery
+from worker.processing.key_scheduler import CallSlots
 from worker.processing.pipeline import ShardPipeline
 from worker.processing.router import Route
 from worker.processing.tracker import ProgressTracker
@@ -114,7 +115,7 @@ async def run_one(kind: str, records: list[StreamRecord], concurrency: int) -> d
         pipeline = LanePipeline(route=the_route, delivery_for=delivery_for, factor=concurrency, hash_key="orderId",
                                 max_in_flight=max_in_flight)
     else:
-        slots = asyncio.Semaphore(ProcessingConfig().max_concurrent_handler_calls)
+        slots = CallSlots(ProcessingConfig().max_concurrent_handler_calls)
         pipeline = ShardPipeline(routes_for=lambda record: [the_route], delivery_for=delivery_for,
                                  tracker=ProgressTracker(), max_in_flight=max_in_flight, hash_key="orderId",
                                  stream_label=TABLE, call_slots=slots)

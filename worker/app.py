@@ -33,6 +33,7 @@ from worker.lifecycle.consumer import ConsumerState, ShardConsumer, ShardTopolog
 from worker.observability import metrics
 from worker.observability.health import HealthServer
 from worker.processing.delivery import DeliveryServices, ProcessingObserver, RouteDelivery
+from worker.processing.key_scheduler import CallSlots
 from worker.processing.pipeline import ShardPipeline
 from worker.processing.router import Route, Router
 from worker.processing.tracker import ProgressTracker
@@ -90,7 +91,7 @@ class App:
         self._consumers: dict[tuple[str, str], _Running] = {}
         self._idle_budget = IdlePollBudget(config.reader.idle_polls_per_second)
         # Shared by every shard's pipeline: handler calls in flight in the whole process.
-        self._call_slots = asyncio.Semaphore(config.processing.max_concurrent_handler_calls)
+        self._call_slots = CallSlots(config.processing.max_concurrent_handler_calls)
         self._graphs: dict[str, ShardGraph] = {}
         self.streams: dict[str, StreamInfo] = {}  # stream arn -> info
         self.clients: AwsClients | None = None

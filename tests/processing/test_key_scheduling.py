@@ -23,6 +23,7 @@ import pytest
 from worker.config import RetryConfig
 from worker.deadletter import DeadLetter, DeadLetterConfig
 from worker.processing.delivery import BatchResult, DeliveryServices, RouteDelivery
+from worker.processing.key_scheduler import CallSlots
 from worker.processing.pipeline import ShardPipeline
 from worker.processing.router import Route
 from worker.processing.tracker import ProgressTracker
@@ -116,7 +117,7 @@ def make_route(name: str, handler: Any, *, concurrency: int, batch: bool = False
     )
 
 
-def make_pipeline(routes: list[Route], log: Log, *, call_slots: asyncio.Semaphore | None = None,
+def make_pipeline(routes: list[Route], log: Log, *, call_slots: CallSlots | None = None,
                   keep_slot_while_sleeping: bool = False) -> ShardPipeline:
     services = DeliveryServices(publisher=None, tables=None, config=None, worker_id="w",  # type: ignore[arg-type]
                                 observers=[])
@@ -239,7 +240,7 @@ async def test_a_record_in_backoff_holds_no_process_slot() -> None:
     """Two shards share a process-wide bound of 1 call: shard A's failing record backs off
     and shard B's records all go meanwhile."""
     log = Log()
-    slots = asyncio.Semaphore(1)
+    slots = CallSlots(1)
     a_route = make_route("route", flaky_handler(log, "a"), concurrency=5, backoff=0.5)
     b_route = make_route("route", flaky_handler(log, "b"), concurrency=5, backoff=0.5)
     shard_a = make_pipeline([a_route], log, call_slots=slots)
@@ -266,7 +267,7 @@ async def test_calls_in_flight_stay_within_route_and_process_bounds(process_boun
     process bound every route reaches its own bound (3 + 2 per shard, 15 in all); with a
     bound of 5, the process never has more than 5 calls in flight, and has 5."""
     log = Log()
-    slots = None if process_bound is None else asyncio.Semaphore(process_bound)
+    slots = None if process_bound is None else CallSlots(process_bound)
 
     def per_record(where: str) -> Any:
         async def handler(record: StreamRecord, ctx: Any) -> None:

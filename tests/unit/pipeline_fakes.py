@@ -24,7 +24,7 @@ from worker.config import RetryConfig
 from worker.deadletter import DeadLetter, DeadLetterConfig
 from worker.errors import PermanentError, RetryableError
 from worker.processing.delivery import BatchResult, DeliveryServices, RouteDelivery
-from worker.processing.key_scheduler import sleep_without_slots
+from worker.processing.key_scheduler import CallSlots, sleep_without_slots
 from worker.processing.pipeline import ShardPipeline
 from worker.processing.router import Route
 from worker.processing.tracker import ProgressTracker
@@ -487,7 +487,7 @@ class Harness:
             max_in_flight=scenario.max_in_flight,
             hash_key=HASH_KEY,
             stream_label=TABLE,
-            call_slots=None if scenario.call_slots is None else asyncio.Semaphore(scenario.call_slots),
+            call_slots=None if scenario.call_slots is None else CallSlots(scenario.call_slots),
         )
 
     def _on_failure(self) -> None:

@@ -37,14 +37,52 @@ from worker.processing.router import Route
 from worker.records import StreamRecord
 
 PartitionKey = Hashable
-# What a worker takes for one call: the records (stream order), their keys, and for batch
-# calls which key each record (by id) belongs to.
+# What a batch worker takes for one call: the records (stream order), their keys, and
+# which key each record (by id) belongs to.
 _Taken = tuple[list[StreamRecord], list[PartitionKey], dict[int, PartitionKey]]
 
 # The worker running in the current task: lets the back-off sleep and the finishing hook
 # reach the slots and the claimed keys of the call they happen in, whichever RouteDelivery
 # (built by the app's factory) calls them.
 _current_worker: ContextVar[_Worker | None] = ContextVar("key_scheduler_worker", default=None)
+
+
+class CallSlots:
+    """A bound on calls in flight (a route's, or the process's), taken without awaiting
+    when one is free: two slots per record on the hot path, where an ``asyncio.Semaphore``
+    costs a coroutine each. A slot given back goes straight to the oldest waiter."""
+
+    __slots__ = ("limit", "free", "_waiters")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.free = limit
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def in_use(self) -> int:
+        return self.limit - self.free
+
+    async def take(self) -> None:
+        if self.free:
+            self.free -= 1
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.give()  # handed over as the waiter was cancelled: pass it on
+            raise
+
+    def give(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.free += 1
 
 
 class _Worker:
@@ -84,14 +122,14 @@ class KeyScheduler:
         route: Route,
         delivery: RouteDelivery,
         *,
-        call_slots: asyncio.Semaphore | None,
+        call_slots: CallSlots | None,
         on_worker_done: Callable[[asyncio.Task[None]], None],
         task_name: str,
     ) -> None:
         self._route = route
         self._delivery = delivery
         self._limit = route.max_concurrency
-        self._slots = asyncio.Semaphore(route.max_concurrency)
+        self._slots = CallSlots(route.max_concurrency)
         self._call_slots = call_slots
         self._on_worker_done = on_worker_done
         self._task_name = task_name
@@ -115,11 +153,16 @@ class KeyScheduler:
     def submit(self, key: PartitionKey, ordinal: int, record: StreamRecord) -> None:
         queue = self._queues.get(key)
         if queue is None:
-            queue = self._queues[key] = deque()
-        queue.append((ordinal, record))
-        if len(queue) == 1 and key not in self._claimed:
+            # A key without a queue is never claimed (a call's keys keep theirs until given back).
+            self._queues[key] = deque(((ordinal, record),))
             heappush(self._ready, (ordinal, key))
-            self._maybe_start_worker()
+            if self._workers - self._sleeping < self._limit:
+                self._maybe_start_worker()
+        else:
+            queue.append((ordinal, record))
+            if len(queue) == 1 and key not in self._claimed:
+                heappush(self._ready, (ordinal, key))
+                self._maybe_start_worker()
         if self._gathering:
             self._arrived.set()
 
@@ -146,7 +189,8 @@ class KeyScheduler:
         if wanted:
             self._workers += 1
             self._starting += 1
-            task = asyncio.create_task(self._work(), name=self._task_name)
+            work = self._work() if self._route.is_batch else self._work_records()
+            task = asyncio.create_task(work, name=self._task_name)
             self.tasks.add(task)
             task.add_done_callback(self._worker_done)
 
@@ -154,16 +198,55 @@ class KeyScheduler:
         self.tasks.discard(task)
         self._on_worker_done(task)
 
+    async def _work_records(self) -> None:
+        """Per-record route: one record of the oldest ready key per call (the hot path)."""
+        worker = _Worker(self)
+        _current_worker.set(worker)
+        self._starting -= 1
+        ready, queues, claimed, deliver = self._ready, self._queues, self._claimed, self._delivery.deliver
+        slots, process = self._slots, self._call_slots
+        try:
+            while ready:
+                _, key = heappop(ready)
+                queue = queues[key]
+                _, record = queue.popleft()
+                claimed.add(key)
+                if ready and self._workers - self._sleeping < self._limit:
+                    self._maybe_start_worker()  # the rest of what is ready may need a worker
+                if slots.free and (process is None or process.free):  # _take_slots, inlined
+                    slots.free -= 1
+                    if process is not None:
+                        process.free -= 1
+                    worker.holds_slots = True
+                else:
+                    await self._take_slots(worker)
+                try:
+                    await deliver([record])
+                finally:
+                    if worker.holds_slots:  # _give_slots, inlined for the common case
+                        worker.holds_slots = False
+                        if process is not None:
+                            process.give()
+                        if slots._waiters:
+                            slots.give()
+                        else:
+                            slots.free += 1
+                claimed.discard(key)  # as _give_back, without waking a worker: this one goes on
+                if queue:
+                    heappush(ready, (queue[0][0], key))
+                else:
+                    del queues[key]
+        finally:
+            self._workers -= 1
+
     async def _work(self) -> None:
+        """Batch route: gather a batch of ready keys, call, repeat while keys are ready."""
         worker = _Worker(self)
         _current_worker.set(worker)
         starting = True
         try:
             while True:
-                if self._route.is_batch:
-                    taken = await self._gather_batch()
-                else:
-                    taken = self._take_one()
+                taken = await self._gather_batch()
                 if starting:
                     starting = False
                     self._starting -= 1
@@ -175,14 +258,6 @@ class KeyScheduler:
             if starting:
                 self._starting -= 1
             self._workers -= 1
-
-    def _take_one(self) -> _Taken | None:
-        if not self._ready:
-            return None
-        _, key = heappop(self._ready)
-        _, record = self._queues[key].popleft()
-        self._claimed.add(key)
-        return [record], [key], {}
 
     async def _gather_batch(self) -> _Taken | None:
         if not self._ready:
@@ -229,32 +304,21 @@ class KeyScheduler:
             batch.append((ordinal, record, key))
 
     async def _call(self, worker: _Worker, taken: _Taken) -> None:
-        records, keys, open_keys = taken
-        batch = bool(open_keys)  # open_keys empties as the call finishes records
-        if batch:
-            key_by_id = dict(open_keys)
-
-            def key_of(record: StreamRecord) -> PartitionKey:
-                return key_by_id[id(record)]
-
-            counts: dict[PartitionKey, int] = {}
-            for key in open_keys.values():
-                counts[key] = counts.get(key, 0) + 1
-            worker.open_keys, worker.open_counts = open_keys, counts
-            key_by_id = dict(open_keys)
+        records, _, open_keys = taken
+        counts: dict[PartitionKey, int] = {}
+        for key in open_keys.values():
+            counts[key] = counts.get(key, 0) + 1
+        key_by_id = dict(open_keys)  # open_keys empties as the call finishes records
+        worker.open_keys, worker.open_counts = open_keys, counts
         await self._take_slots(worker)
         try:
-            if batch:
-                await self._delivery.deliver(records, lambda record: key_by_id[id(record)])
-            else:
-                await self._delivery.deliver(records)
+            await self._delivery.deliver(records, lambda record: key_by_id[id(record)])
         finally:
             self._give_slots(worker)
-        if batch:
-            # Batch: keys were given back as their records finished; any left go now.
-            keys = list(worker.open_counts)
-            worker.open_keys, worker.open_counts = {}, {}
-        for key in keys:
+        # Keys were given back as their records finished; any left go now.
+        left = list(worker.open_counts)
+        worker.open_keys, worker.open_counts = {}, {}
+        for key in left:
             self._give_back(key)
 
     def finish_in_call(self, worker: _Worker, record: StreamRecord) -> None:
@@ -272,13 +336,19 @@ class KeyScheduler:
 
     async def _take_slots(self, worker: _Worker) -> None:
         # Always the route's slot first, then the process's: one order everywhere, no deadlock.
-        await self._slots.acquire()
-        if self._call_slots is not None:
-            try:
-                await self._call_slots.acquire()
-            except BaseException:
-                self._slots.release()
-                raise
+        slots, process = self._slots, self._call_slots
+        if slots.free and (process is None or process.free):
+            slots.free -= 1  # both free: no waiter ahead of us (a freed slot goes to a waiter first)
+            if process is not None:
+                process.free -= 1
+        else:
+            await slots.take()
+            if process is not None:
+                try:
+                    await process.take()
+                except BaseException:
+                    slots.give()
+                    raise
         worker.holds_slots = True
 
     def _give_slots(self, worker: _Worker) -> None:
@@ -286,8 +356,8 @@ class KeyScheduler:
             return  # cancelled while taking them back after a back-off
         worker.holds_slots = False
         if self._call_slots is not None:
-            self._call_slots.release()
-        self._slots.release()
+            self._call_slots.give()
+        self._slots.give()
 
     async def sleep_released(self, worker: _Worker, delay: float) -> None:
         self._give_slots(worker)

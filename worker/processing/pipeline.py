@@ -19,7 +19,7 @@ from typing import Callable
 
 from worker.observability import metrics
 from worker.processing.delivery import RouteDelivery
-from worker.processing.key_scheduler import KeyScheduler, PartitionKey, record_finished, sleep_without_slots
+from worker.processing.key_scheduler import CallSlots, KeyScheduler, PartitionKey, record_finished, sleep_without_slots
 from worker.processing.router import Route
 from worker.processing.tracker import ProgressTracker
 from worker.records import StreamRecord
@@ -39,7 +39,7 @@ class ShardPipeline:
         max_in_flight: int,
         hash_key: str | None,
         stream_label: str,
-        call_slots: asyncio.Semaphore | None = None,
+        call_slots: CallSlots | None = None,
     ) -> None:
         """``call_slots`` bounds handler calls in flight across every pipeline that shares
         it (the process); None leaves only each route's ``max_concurrency``."""
@@ -52,6 +52,7 @@ class ShardPipeline:
         self._call_slots = call_slots
         self._unrouted = metrics.records_unrouted.labels(stream_label)
         self._schedulers: dict[str, KeyScheduler] = {}
+        self._batch_routes = False  # whether finishing a record may give a batch's key back
         self._ordinal = 0
         self._progress = asyncio.Event()
         self._failure: BaseException | None = None
@@ -62,13 +63,14 @@ class ShardPipeline:
     # -- feeding -------------------------------------------------------------------------
 
     def _partition_key(self, record: StreamRecord) -> PartitionKey:
-        """The ordering key: the hash key's typed value (all keys when it is unknown)."""
+        """The ordering key: the hash key's value (all keys, encoded, when it is unknown)."""
         keys = record.raw.get("dynamodb", {}).get("Keys", {})
         value = keys.get(self._hash_key) if self._hash_key else None
-        if isinstance(value, dict) and len(value) == 1:
-            kind, scalar = next(iter(value.items()))
-            if isinstance(scalar, str):  # S, N and B (base64) values: no encoding needed
-                return (kind, scalar)
+        if value.__class__ is dict and len(value) == 1:
+            for scalar in value.values():
+                # S, N or B (base64): the string alone, as a table's hash key has one type.
+                if scalar.__class__ is str:
+                    return scalar
         return _KEY_ENCODER.encode(value if value is not None else keys)
 
     def _scheduler(self, route: Route) -> KeyScheduler:
@@ -78,6 +80,7 @@ class ShardPipeline:
                 route, self._delivery_for(route), call_slots=self._call_slots,
                 on_worker_done=self._on_worker_done, task_name=f"route:{route.name}",
             )
+            self._batch_routes = self._batch_routes or route.is_batch
         return scheduler
 
     def submit(self, record: StreamRecord) -> None:
@@ -92,8 +95,9 @@ class ShardPipeline:
         key = self._partition_key(record)
         ordinal = self._ordinal
         self._ordinal += 1
+        schedulers = self._schedulers
         for route in routes:
-            self._scheduler(route).submit(key, ordinal, record)
+            (schedulers.get(route.name) or self._scheduler(route)).submit(key, ordinal, record)
 
     def skip(self, record: StreamRecord) -> None:
         """Acknowledge a record without routing it (e.g. older than AT_TIMESTAMP)."""
@@ -105,7 +109,8 @@ class ShardPipeline:
         route's delivery, so a batch call gives the record's key back as soon as all of
         its records are finished, not when the whole batch is."""
         self.tracker.finish(record.sequence_number)
-        record_finished(record)
+        if self._batch_routes:
+            record_finished(record)
         self._progress.set()
         self._notify_progress()
 
