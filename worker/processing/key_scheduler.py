@@ -5,8 +5,9 @@ Records of one partition key are handed to the route in stream order, one call a
 concurrently. Two bounds hold at once:
 
 * the route's ``max_concurrency``: calls in flight for this route on this shard;
-* the process-wide ``call_slots`` semaphore (``processing.max_concurrent_handler_calls``),
-  so a thousand busy shards cannot open a thousand times ``max_concurrency`` calls.
+* the process-wide ``call_slots`` (:class:`CallSlots`, ``processing.max_concurrent_handler_calls``)
+  shared by every shard, so a thousand busy shards cannot open a thousand times
+  ``max_concurrency`` calls.
 
 A slot (one of each) is held by a call, never by a record waiting out its back-off:
 :func:`sleep_without_slots` (what the pipeline passes to ``RouteDelivery`` as ``sleep``)
@@ -58,10 +59,6 @@ class CallSlots:
         self.limit = limit
         self.free = limit
         self._waiters: deque[asyncio.Future[None]] = deque()
-
-    @property
-    def in_use(self) -> int:
-        return self.limit - self.free
 
     async def take(self) -> None:
         if self.free:

@@ -154,6 +154,8 @@ class ShardPipeline:
         self._raise_failure()
 
     async def wait_for_capacity(self) -> None:
+        if self._failure is None and len(self.tracker) < self._max_in_flight:
+            return  # the common case, once per record: no closure, no inner coroutine
         await self._wait_until(lambda: len(self.tracker) < self._max_in_flight)
 
     async def drain(self) -> None:
