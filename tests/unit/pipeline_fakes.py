@@ -8,7 +8,7 @@ observer, all of which report to a :class:`Ledger`.
 
 The ledger samples invariants *while* the engine runs (in handlers, in the ``on_finished``
 hook, in the dead-letter destination). A handler or hook must not raise AssertionError (the
-engine would treat it as a handler failure, or crash a lane), so problems are collected in
+engine would treat it as a handler failure, or crash a worker), so problems are collected in
 ``Ledger.violations`` and asserted at the end by the tests.
 """
 
