@@ -125,7 +125,8 @@ def make_pipeline(routes: list[Route], log: Log, *, call_slots: CallSlots | None
     pipeline: ShardPipeline
 
     def delivery_for(route: Route) -> RouteDelivery:
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep if keep_slot_while_sleeping else pipeline.backoff_sleep
+        keep = keep_slot_while_sleeping
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep if keep else pipeline.backoff_sleep
         return RouteDelivery(route, services, letters if route.dead_letter else None,  # type: ignore[arg-type]
                              on_finished=pipeline.on_finished, sleep=sleep)
 

@@ -182,7 +182,9 @@ class RouteDelivery:
 
     # -- per record ----------------------------------------------------------------------
 
-    async def deliver(self, records: list[StreamRecord], key_of: Callable[[StreamRecord], Hashable] | None = None) -> None:
+    async def deliver(
+        self, records: list[StreamRecord], key_of: Callable[[StreamRecord], Hashable] | None = None
+    ) -> None:
         """Return once every record is handled or parked (in order within the call).
 
         ``key_of`` (batch routes) names each record's partition key: a failed part waits
