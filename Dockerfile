@@ -4,10 +4,14 @@
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY pyproject.toml README.md ./
+# Dependencies from the lock file only, each checked against its hash (`make lock` writes
+# it), then the project itself without resolving anything again: two builds of one commit
+# hold the same dependency versions.
+COPY requirements.lock pyproject.toml README.md ./
 COPY worker ./worker
 RUN python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-compile . \
+ && /opt/venv/bin/pip install --no-compile --require-hashes --requirement requirements.lock \
+ && /opt/venv/bin/pip install --no-compile --no-deps . \
  && /opt/venv/bin/pip uninstall --yes pip setuptools wheel
 
 FROM python:3.11-slim-bookworm AS runtime

@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install run check-config clean lint bench bench-leases bench-pipeline bench-e2e bench-lag bench-idle bench-hot-shard
+.PHONY: demo test install run check-config clean lint lock lock-upgrade bench bench-leases bench-pipeline bench-pipeline-tracing bench-e2e bench-lag bench-idle bench-hot-shard
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ bench-leases: $(STAMP)
 bench-pipeline: $(STAMP)
 	$(BIN)/python -m bench.pipeline_bench
 
+# The same, plus a worker with tracing on at 100 % sampling in every round (bench/README.md).
+bench-pipeline-tracing: $(STAMP)
+	$(BIN)/python -m bench.pipeline_bench --tracing
+
 bench-e2e: $(STAMP)
 	$(BIN)/python -m bench.e2e_bench
 
@@ -40,6 +44,22 @@ bench-idle: $(STAMP)
 
 bench-hot-shard: $(STAMP)
 	$(BIN)/python -m bench.hot_shard_bench
+
+# requirements.lock: every runtime dependency (plus the otel extra, when pyproject.toml has
+# one) pinned with its hashes, for the Docker image (pip --require-hashes). `make lock` after
+# a dependency change in pyproject.toml keeps every pin that still fits; `make lock-upgrade`
+# moves every pin to the newest allowed version. tests/deploy/test_lock.py re-runs `make lock`.
+LOCK_FILE   ?= requirements.lock
+LOCK_EXTRAS := $(shell grep -qE '^otel *=' pyproject.toml && echo --extra otel)
+LOCK_CMD     = $(BIN)/uv pip compile pyproject.toml $(LOCK_EXTRAS) --generate-hashes --quiet \
+               --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+               --custom-compile-command "make lock" --output-file $(LOCK_FILE)
+
+lock: $(STAMP)
+	$(LOCK_CMD)
+
+lock-upgrade: $(STAMP)
+	$(LOCK_CMD) --upgrade
 
 check-config: $(STAMP)
 	$(BIN)/stream-worker check-config --config config/worker.yaml

@@ -35,10 +35,10 @@ from bench.results import merge, print_table
 from bench.support import load_average, provenance_rows, worker_source_hash
 from worker.config import DEFAULT_MAX_CONCURRENCY, ProcessingConfig
 from worker.processing.delivery import DeliveryServices, RouteDelivery
-from worker.processing.key_scheduler import CallSlots
+from worker.processing.key_scheduler import CallSlots, sleep_without_slots
 from worker.processing.pipeline import ShardPipeline
+from worker.processing.progress import ShardProgress
 from worker.processing.router import Route
-from worker.processing.tracker import ProgressTracker
 from worker.records import StreamRecord
 
 TABLE = "orders"
@@ -105,30 +105,30 @@ async def run_one(kind: str, records: list[StreamRecord], concurrency: int) -> d
     handler = OrderCheck()
     the_route = route(handler, concurrency)
     max_in_flight = ProcessingConfig().max_in_flight_records
-    pipeline: Any
+    progress = ShardProgress()
+    sleep = sleep_without_slots if kind == "keys" else asyncio.sleep  # the engine's, or the lanes' plain one
 
     def delivery_for(r: Route) -> RouteDelivery:
-        sleep = pipeline.backoff_sleep if kind == "keys" else asyncio.sleep
-        return RouteDelivery(r, SERVICES, None, on_finished=pipeline.on_finished, sleep=sleep)
+        return RouteDelivery(r, SERVICES, None, progress=progress, sleep=sleep)
 
+    pipeline: Feedable
     if kind == "lanes":
-        pipeline = LanePipeline(route=the_route, delivery_for=delivery_for, factor=concurrency, hash_key="orderId",
-                                max_in_flight=max_in_flight)
+        pipeline = LanePipeline(route=the_route, delivery_for=delivery_for, factor=concurrency, progress=progress,
+                                hash_key="orderId", max_in_flight=max_in_flight)
     else:
         slots = CallSlots(ProcessingConfig().max_concurrent_handler_calls)
         pipeline = ShardPipeline(routes_for=lambda record: [the_route], delivery_for=delivery_for,
-                                 tracker=ProgressTracker(), max_in_flight=max_in_flight, hash_key="orderId",
+                                 progress=progress, max_in_flight=max_in_flight, hash_key="orderId",
                                  stream_label=TABLE, call_slots=slots)
-    feed: Feedable = pipeline
     started = time.perf_counter()
     cpu = time.process_time()
     try:
         for record in records:
-            await feed.wait_for_capacity()
-            feed.submit(record)
-        await feed.drain()
+            await pipeline.wait_for_capacity()
+            pipeline.submit(record)
+        await pipeline.drain()
     finally:
-        await feed.close()
+        await pipeline.close()
     elapsed = time.perf_counter() - started
     if handler.out_of_order:
         raise AssertionError(f"{kind}: {handler.out_of_order} records handled out of key order")

@@ -22,7 +22,15 @@ load of other processes barely moves. Then (``--profile``, on by default when py
 installed) one more round of each under py-spy, not measured, whose summary goes to
 bench/profiles/pipeline.txt.
 
-Run: ``python -m bench.pipeline_bench [--records 40000] [--shards 4] [--rounds 5] [--no-profile]``.
+With ``--tracing [RATIO]`` every round also runs the worker with tracing on (sampling ratio
+RATIO, default 1.0: every record traced)
+(``observability.tracing``), exporting over OTLP/HTTP to a receiver in this process that
+decodes and counts the spans (tests/tracing/otlp_receiver.py); the span queue is made large
+enough (``OTEL_BSP_MAX_QUEUE_SIZE``) that no span is dropped, so the export is paid in full.
+``tracing_cost_us_per_record`` = traced worker CPU per record - untraced worker CPU per
+record (medians).
+
+Run: ``python -m bench.pipeline_bench [--records 40000] [--shards 4] [--rounds 5] [--no-profile] [--tracing]``.
 """
 
 from __future__ import annotations
@@ -37,7 +45,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from aiobotocore.session import get_session
 from boto3.dynamodb.types import TypeDeserializer
@@ -134,25 +142,36 @@ async def bare_round(url: str, arn: str, per_shard: dict[str, int], concurrent: 
 
 
 def worker_round(procs: Processes, workdir: Path, round_no: int, moto_url: str, sim_url: str, arn: str,
-                 total: int, profile_to: Path | None = None) -> tuple[float, float, float, dict[str, Any] | None]:
+                 total: int, profile_to: Path | None = None,
+                 traces_url: str | None = None,
+                 sampling: float = 1.0,
+                 exported: Callable[[], bool] | None = None) -> tuple[float, float, float, dict[str, Any] | None]:
     """(records/s, CPU microseconds per record, seconds from launch to the first consumer
-    start, py-spy summary if ``profile_to``)."""
-    done_file = workdir / f"done-{round_no}.txt"
-    log = workdir / f"worker-{round_no}.log"
-    config = write_config(workdir / f"worker-{round_no}.yaml", {
-        "worker": {"id": f"bench-pipeline-{round_no}", "shutdown_timeout_seconds": 10},
+    start, py-spy summary if ``profile_to``). ``traces_url``: tracing on at ``sampling``;
+    ``exported`` says when the spans have reached the receiver: the CPU is read after it, so
+    the export (in the worker's span processor thread) is counted too."""
+    variant = f"{round_no}-traced" if traces_url else str(round_no)
+    done_file = workdir / f"done-{variant}.txt"
+    log = workdir / f"worker-{variant}.log"
+    observability: dict[str, Any] = {"metrics": {"port": 0}, "logging": {"level": "INFO", "format": "json"}}
+    env = None
+    if traces_url is not None:
+        observability["tracing"] = {"enabled": True, "endpoint": traces_url, "sampling_ratio": sampling}
+        env = {"OTEL_BSP_MAX_QUEUE_SIZE": str(4 * total + 10_000)}  # never drop: pay the whole export
+    config = write_config(workdir / f"worker-{variant}.yaml", {
+        "worker": {"id": f"bench-pipeline-{variant}", "shutdown_timeout_seconds": 10},
         "aws": {"region": "us-east-1", "endpoint_url": moto_url, "endpoints": {"dynamodbstreams": sim_url}},
         "tables": {TABLE: {"name": TABLE, "key": "orderId",
                            "stream": {"arn": arn, "starting_position": "TRIM_HORIZON"}}},
-        "leases": {"table": f"bench-pipeline-leases-{round_no}", "poll_interval_seconds": 0.1},
+        "leases": {"table": f"bench-pipeline-leases-{variant}", "poll_interval_seconds": 0.1},
         "reader": {"idle_poll_seconds": 0.02, "max_idle_poll_seconds": 0.1},
         "publisher": {"type": "outbox", "table": TABLE},
         "routes": [{"name": "noop", "table": TABLE, "handler": "bench.noop_handlers:noop_counting",
                     "options": {"expect": total, "done_file": str(done_file)}}],
-        "observability": {"metrics": {"port": 0}, "logging": {"level": "INFO", "format": "json"}},
+        "observability": observability,
     })
     launched = time.time()
-    proc = start_worker(procs, config, log)
+    proc = start_worker(procs, config, log, env=env)
     spy: subprocess.Popen[bytes] | None = None
     try:
         wait_for(lambda: first_event_time(log, "start shard") is not None, timeout=60, interval=0.01,
@@ -163,6 +182,8 @@ def worker_round(procs: Processes, workdir: Path, round_no: int, moto_url: str, 
                                     "--format", "raw", "--output", str(profile_to), "--nonblocking"],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(done_file.exists, timeout=120, interval=0.02, what="worker handled every record", alive=proc)
+        if exported is not None:
+            wait_for(exported, timeout=120, interval=0.02, what="spans exported", alive=proc)
         cpu_used = cpu_seconds(proc.pid) - cpu_start
         time.sleep(0.05)  # the file is written in one call; let it land
         finished = float(done_file.read_text().split()[0])
@@ -192,7 +213,7 @@ def profile_bare(url: str, arn: str, per_shard: dict[str, int], raw: Path, secon
     return summarize_collapsed(raw.read_text()) if raw.exists() else None
 
 
-def run(records: int, shards: int, rounds: int, profile: bool) -> dict[str, Any]:
+def run(records: int, shards: int, rounds: int, profile: bool, sampling: float | None = None) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="pipeline-bench-"))
     load_before = load_average()
     source = worker_source_hash()
@@ -203,9 +224,18 @@ def run(records: int, shards: int, rounds: int, profile: bool) -> dict[str, Any]
     worker_cpu: list[float] = []
     startup: list[float] = []
     profiles: list[str] = []
+    traced_rate: list[float] = []
+    traced_cpu: list[float] = []
+    spans_received: list[int] = []
     with contextlib.ExitStack() as stack:
         moto = BenchMoto().start()
         stack.callback(moto.stop)
+        receiver = None
+        if sampling is not None:
+            from tests.tracing.otlp_receiver import OtlpReceiver
+
+            receiver = OtlpReceiver(keep_spans=False).start()
+            stack.callback(receiver.stop)
         procs = stack.enter_context(Processes())  # exits first: workers stop before moto
         sim_url, arns, _ = start_simulator(procs, [f"{TABLE}:{shards}:orderId"], "--no-throttle",
                                            log=workdir / "simulator.log")
@@ -226,6 +256,19 @@ def run(records: int, shards: int, rounds: int, profile: bool) -> dict[str, Any]
             print(f"round {round_no}: bare {bare[-1]:,.0f}/s ({bare_cpu[-1]:.0f} us CPU/record), "
                   f"worker {worker[-1]:,.0f}/s ({worker_cpu[-1]:.0f} us CPU/record), "
                   f"bare concurrent {bare_concurrent[-1]:,.0f}/s (worker start-up {boot:.2f} s, not counted)")
+            if receiver is not None:
+                before = receiver.span_count
+                # Two spans a sampled record; the last part-filled export batch (512 spans)
+                # waits for the processor's 5 s tick, so it is not waited for.
+                expected = before + int(2 * total * sampling) - 600
+                rate, cpu_us, _, _ = worker_round(procs, workdir, round_no, moto.url, sim_url, arn, total,
+                                                  traces_url=receiver.traces_url, sampling=sampling,
+                                                  exported=lambda: receiver.span_count >= expected)
+                traced_rate.append(rate)
+                traced_cpu.append(cpu_us)
+                spans_received.append(receiver.span_count - before)  # the worker flushed on its stop
+                print(f"round {round_no}: traced worker {rate:,.0f}/s ({cpu_us:.0f} us CPU/record), "
+                      f"{spans_received[-1]:,} spans received")
         if profile:
             # Separate, unmeasured rounds: py-spy slows what it samples a little.
             bare_profile = profile_bare(sim_url, arn, per_shard, workdir / "bare.pyspy")
@@ -258,6 +301,29 @@ def run(records: int, shards: int, rounds: int, profile: bool) -> dict[str, Any]
         ("pipeline_vs_bare_cpu_ratio", f"{cpu_ratio:.2f}x", "bare CPU/record / worker CPU/record (load-independent)"),
         ("worker start-up (not counted)", f"{min(startup):.2f} s", "launch to first 'start shard'"),
     ]
+    traced_rows: dict[str, Any] = {}
+    if sampling is not None:
+        med_traced, cpu_traced = statistics.median(traced_rate), statistics.median(traced_cpu)
+        traced_ratios = [t / w for t, w in zip(traced_rate, worker)]
+        rows += [
+            ("traced_records_per_s", f"{med_traced:,.0f}",
+             f"tracing on, sampling ratio {sampling:g}, OTLP/HTTP to a local receiver; "
+             f"median of {rounds}: {listed(traced_rate)}"),
+            ("traced_vs_untraced_ratio", f"{statistics.median(traced_ratios):.2f}x",
+             f"median of per-round ratios {listed(traced_ratios, '{:.2f}')}"),
+            ("traced worker CPU per record", f"{cpu_traced:.0f} us", listed(traced_cpu)),
+            ("tracing_cost_us_per_record", f"{cpu_traced - cpu_worker:.0f} us", "traced - untraced CPU per record"),
+            ("spans received per round", listed(spans_received),
+             f"{total} records: 2 spans each (when sampled) + checkpoints"),
+        ]
+        traced_rows = {
+            "pipeline_traced_sampling_ratio": sampling,
+            "pipeline_traced_records_per_s": round(med_traced, 1),
+            "pipeline_traced_vs_untraced_ratio": round(statistics.median(traced_ratios), 3),
+            "pipeline_traced_worker_cpu_us_per_record": round(cpu_traced, 1),
+            "pipeline_tracing_cost_us_per_record": round(cpu_traced - cpu_worker, 1),
+            "pipeline_traced_spans_received": spans_received,
+        }
     rows += provenance_rows(source, load_before)
     print_table("pipeline: worker vs bare GetRecords loop", rows)
     if profiles:
@@ -278,6 +344,7 @@ def run(records: int, shards: int, rounds: int, profile: bool) -> dict[str, Any]
         "pipeline_bench_rounds": rounds,
         "pipeline_bench_records": total,
         "pipeline_bench_shards": shards,
+        **traced_rows,
     }
 
 
@@ -288,8 +355,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--profile", action=argparse.BooleanOptionalAction, default=True,
                         help="after the measured rounds, one py-spy round of each (if py-spy is installed)")
+    parser.add_argument("--tracing", type=float, nargs="?", const=1.0, default=None, metavar="RATIO",
+                        help="also run the worker with tracing on (sampling ratio, default 1.0) in every round")
     args = parser.parse_args()
-    merge("pipeline", run(args.records, args.shards, args.rounds, args.profile))
+    merge("pipeline", run(args.records, args.shards, args.rounds, args.profile, args.tracing))
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from botocore.exceptions import ClientError
 from worker.aws_errors import error_code
 from worker.config import AwsConfig
 
-__all__ = ["AwsClients", "RETRYABLE_CODES", "error_code", "is_retryable_aws_error"]
+__all__ = ["AwsClients", "RETRYABLE_CODES", "is_retryable_aws_error"]
 
 # Error codes that a later identical call may not hit: back off and retry.
 RETRYABLE_CODES = frozenset(

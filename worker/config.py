@@ -1,8 +1,9 @@
 """Typed configuration, loaded from YAML, interpolated from the environment, validated.
 
 Every section mirrors a package (``leases``, ``reader``, ``processing`` ...). Unknown
-keys are errors, and every error names the key path and the reason, e.g.
-``routes[1].table: unknown table 'ordrs' (known: events, orders, shipments)``.
+keys are errors (with the closest known key as a "did you mean"), and every error names
+the key path and the reason, e.g.
+``routes[1].table: unknown table 'ordrs' (known: events, orders, shipments); did you mean 'orders'?``.
 
 String values may use ``${VAR}`` or ``${VAR:-default}``; an unset variable without a
 default is a config error naming the key that used it.
@@ -10,19 +11,21 @@ default is a config error naming the key that used it.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import socket
+import types
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from worker.deadletter.config import DeadLetterConfig
 from worker.errors import ConfigError
+from worker.processing.filters import FilterPatternError, compile_filters
 
 
 class _Section(BaseModel):
@@ -152,6 +155,37 @@ class RetryConfig(_Section):
         return self.max_attempts != -1 or self.max_record_age_seconds != -1
 
 
+DeadLetterType = Literal["sqs", "sns", "dynamodb", "jsonl"]
+
+# The one field each dead-letter destination type cannot work without.
+DEAD_LETTER_REQUIRED_FIELD: dict[str, str] = {
+    "sqs": "queue_url",
+    "sns": "topic_arn",
+    "dynamodb": "table",
+    "jsonl": "path",
+}
+
+
+class DeadLetterConfig(_Section):
+    """Where parked records go (per route, or ``processing.dead_letter`` as the default).
+
+    ``type`` picks the destination; the field it needs must be set (checked here, so a
+    typo fails at start-up rather than on the first record that has to be parked)."""
+
+    type: DeadLetterType
+    queue_url: str | None = Field(None, description="sqs: the queue URL (a .fifo URL keeps per-shard order)")
+    topic_arn: str | None = Field(None, description="sns: the topic ARN (send-only)")
+    table: str | None = Field(None, description="dynamodb: LOGICAL table name, hash key 'id' (S)")
+    path: str | None = Field(None, description="jsonl: file path; '<path>.replayed' holds acknowledged ids")
+
+    @model_validator(mode="after")
+    def _target_present(self) -> "DeadLetterConfig":
+        needed = DEAD_LETTER_REQUIRED_FIELD[self.type]
+        if not getattr(self, needed):
+            raise ValueError(f"dead-letter type {self.type!r} needs {needed!r}")
+        return self
+
+
 class ProcessingConfig(_Section):
     retry: RetryConfig = RetryConfig()
     dead_letter: DeadLetterConfig | None = None
@@ -164,7 +198,11 @@ class ProcessingConfig(_Section):
 
 
 class PublisherConfig(_Section):
-    type: Literal["outbox", "eventbridge", "sqs", "sns"] = "outbox"
+    """Where handlers' follow-up events go. Optional: without a ``publisher`` section (or
+    with ``type: none``) handlers that publish nothing need no outbox table, and a handler
+    that calls ``ctx.publisher.publish`` gets a permanent error naming its route."""
+
+    type: Literal["none", "outbox", "eventbridge", "sqs", "sns"] = "outbox"
     source: str = "stream-worker"
     table: str | None = Field(None, description="outbox: logical table name")
     event_bus: str = "default"
@@ -176,7 +214,15 @@ class PublisherConfig(_Section):
         needed = {"outbox": "table", "sqs": "queue_url", "sns": "topic_arn"}.get(self.type)
         if needed and not getattr(self, needed):
             raise ValueError(f"publisher type {self.type!r} needs '{needed}'")
+        if self.type == "none":
+            stray = sorted({"table", "queue_url", "topic_arn"} & self.model_fields_set)
+            if stray:
+                raise ValueError(f"publisher type 'none' takes no target, got {', '.join(stray)}")
         return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.type != "none"
 
 
 class Conditions(_Section):
@@ -194,6 +240,17 @@ class Conditions(_Section):
 DEFAULT_MAX_CONCURRENCY = 10
 
 _IMPORT_STRING = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+_DOTTED_ONLY = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$"
+
+
+def _check_import_string(value: str | None) -> str | None:
+    """``package.module:function``; a dotted path without the colon gets the fix spelled out."""
+    if value is None or re.match(_IMPORT_STRING, value):
+        return value
+    if re.match(_DOTTED_ONLY, value):
+        module, _, function = value.rpartition(".")
+        raise ValueError(f"{value!r} needs a colon between module and function: did you mean '{module}:{function}'?")
+    raise ValueError(f"expected 'package.module:function', got {value!r}")
 
 
 class RouteConfig(_Section):
@@ -207,6 +264,10 @@ class RouteConfig(_Section):
     filters: list[dict[str, Any]] = []
     handler: str | None = Field(None, pattern=_IMPORT_STRING)
     batch_handler: str | None = Field(None, pattern=_IMPORT_STRING)
+    model: str | None = Field(
+        None, pattern=_IMPORT_STRING,
+        description="pydantic model (module:Class) the image must validate against, else the record is parked",
+    )
     batch_size: int = Field(100, ge=1, le=10_000)
     batching_window_seconds: float = Field(0.0, ge=0, le=300)
     max_concurrency: int | None = Field(
@@ -220,6 +281,12 @@ class RouteConfig(_Section):
     retry: RetryConfig | None = None
     dead_letter: DeadLetterConfig | None = None
     options: dict[str, Any] = {}
+
+    @field_validator("handler", "batch_handler", mode="before")
+    @classmethod
+    def _import_string(cls, value: Any) -> Any:
+        # Before the pattern check, so that a dotted path gets the fix instead of the regex.
+        return _check_import_string(value) if isinstance(value, str) else value
 
     @field_validator("events")
     @classmethod
@@ -251,6 +318,11 @@ class RouteConfig(_Section):
         per key, which is what max_concurrency promises, without Lambda's lanes)."""
         return self.max_concurrency or self.parallelization_factor or DEFAULT_MAX_CONCURRENCY
 
+    @property
+    def handler_key(self) -> str:
+        """The config key that names the handler, for error messages."""
+        return "handler" if self.handler is not None else "batch_handler"
+
 
 class MetricsConfig(_Section):
     host: str = "0.0.0.0"
@@ -262,9 +334,31 @@ class LoggingConfig(_Section):
     format: Literal["json", "console"] = "json"
 
 
+class TracingConfig(_Section):
+    """OpenTelemetry traces over OTLP/HTTP (needs the ``otel`` extra; see docs/operations.md).
+
+    ``enabled`` unset means "on when the standard environment names a collector"
+    (``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``), so an
+    operator can turn tracing on without touching the config. Unset values fall back to the
+    SDK's own environment variables (``OTEL_SERVICE_NAME``, ``OTEL_EXPORTER_OTLP_HEADERS`` ...).
+    """
+
+    enabled: bool | None = None
+    endpoint: str | None = Field(
+        None, pattern=r"^https?://", description="full OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces"
+    )
+    service_name: str | None = Field(None, min_length=1)
+    sampling_ratio: float | None = Field(
+        None, ge=0, le=1, description="parent-based: a root trace is kept with this probability; children follow"
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="sent with every export (auth)")
+    export_timeout_seconds: float = Field(10.0, gt=0, le=300)
+
+
 class ObservabilityConfig(_Section):
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
+    tracing: TracingConfig = TracingConfig()
 
 
 class Config(_Section):
@@ -274,9 +368,16 @@ class Config(_Section):
     leases: LeaseConfig = LeaseConfig()
     reader: ReaderConfig = ReaderConfig()
     processing: ProcessingConfig = ProcessingConfig()
-    publisher: PublisherConfig = PublisherConfig(table="events")
+    publisher: PublisherConfig = PublisherConfig(type="none")
     routes: list[RouteConfig] = Field(min_length=1)
     observability: ObservabilityConfig = ObservabilityConfig()
+    # The folder of the file it was loaded from: handler modules may sit next to it.
+    _directory: Path | None = PrivateAttr(None)
+
+    @property
+    def directory(self) -> Path | None:
+        """The config file's folder (``None`` when parsed from a dict)."""
+        return self._directory
 
     @property
     def consumed_tables(self) -> list[str]:
@@ -284,29 +385,33 @@ class Config(_Section):
         return sorted({route.table for route in self.routes})
 
 
+def _unknown_table(name: str | None, tables: dict[str, TableConfig]) -> str:
+    """``unknown table 'x' (known: ...)``, with the closest known name when one is close."""
+    reason = f"unknown table {name!r} (known: {', '.join(sorted(tables))})"
+    close = difflib.get_close_matches(str(name), list(tables), n=1, cutoff=0.6)
+    return f"{reason}; did you mean {close[0]!r}?" if close else reason
+
+
 def _cross_check(config: Config) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
-    known = ", ".join(sorted(config.tables))
     names: set[str] = set()
     for index, route in enumerate(config.routes):
         if route.table not in config.tables:
-            problems.append((f"routes[{index}].table", f"unknown table {route.table!r} (known: {known})"))
+            problems.append((f"routes[{index}].table", _unknown_table(route.table, config.tables)))
         if route.name in names:
             problems.append((f"routes[{index}].name", f"duplicate route name {route.name!r}"))
         names.add(route.name)
     if config.publisher.type == "outbox" and config.publisher.table not in config.tables:
-        problems.append(("publisher.table", f"unknown table {config.publisher.table!r} (known: {known})"))
+        problems.append(("publisher.table", _unknown_table(config.publisher.table, config.tables)))
     for index, route in enumerate(config.routes):
-        problems.extend(_check_route_delivery(config, index, route, known))
+        problems.extend(_check_route_delivery(config, index, route))
     dead_letter = config.processing.dead_letter
     if dead_letter is not None and dead_letter.table is not None and dead_letter.table not in config.tables:
-        problems.append(("processing.dead_letter.table", f"unknown table {dead_letter.table!r} (known: {known})"))
+        problems.append(("processing.dead_letter.table", _unknown_table(dead_letter.table, config.tables)))
     return problems
 
 
-def _check_route_delivery(config: Config, index: int, route: RouteConfig, known: str) -> list[tuple[str, str]]:
-    from worker.processing.filters import FilterPatternError, compile_filters
-
+def _check_route_delivery(config: Config, index: int, route: RouteConfig) -> list[tuple[str, str]]:
     problems: list[tuple[str, str]] = []
     where = f"routes[{index}]"
     try:
@@ -320,7 +425,7 @@ def _check_route_delivery(config: Config, index: int, route: RouteConfig, known:
         problems.append((key, "max_attempts / max_record_age_seconds need a dead-letter destination "
                               f"({where}.dead_letter or processing.dead_letter): records are parked, never dropped"))
     if route.dead_letter is not None and route.dead_letter.table is not None and route.dead_letter.table not in config.tables:
-        problems.append((f"{where}.dead_letter.table", f"unknown table {route.dead_letter.table!r} (known: {known})"))
+        problems.append((f"{where}.dead_letter.table", _unknown_table(route.dead_letter.table, config.tables)))
     if route.handler is not None and {"batch_size", "batching_window_seconds"} & route.model_fields_set:
         problems.append((f"{where}.batch_size", "batch_size and batching_window_seconds apply to batch_handler routes"))
     return problems
@@ -366,6 +471,58 @@ def _format_loc(loc: tuple[Any, ...]) -> str:
     return path or "(root)"
 
 
+def _describe(loc: tuple[Any, ...], kind: str, message: str) -> tuple[str, str]:
+    """One pydantic error as ``(key path, reason)``; an unknown key gets a "did you mean"."""
+    path = _format_loc(loc)
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    if kind != "extra_forbidden" or not loc:
+        return path, message
+    known = _known_keys(loc[:-1])
+    if not known:
+        return path, "unknown key"
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return path, f"unknown key; {hint}(known here: {', '.join(sorted(known))})"
+
+
+def _known_keys(parent: tuple[Any, ...]) -> list[str]:
+    """The keys the section at ``parent`` accepts, found by walking the model's annotations."""
+    node: Any = Config
+    for part in parent:
+        node = _step(node, part)
+        if node is None:
+            return []
+    model = _model_in(node)
+    return list(model.model_fields) if model is not None else []
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (Union, types.UnionType):
+        for member in get_args(annotation):
+            model = _model_in(member)
+            if model is not None:
+                return model
+    return None
+
+
+def _step(annotation: Any, part: Any) -> Any:
+    """The annotation one key (or list index, or dict key) below ``annotation``."""
+    model = _model_in(annotation)
+    if model is not None:
+        field = model.model_fields.get(str(part))
+        return field.annotation if field is not None else None
+    for member in (annotation, *get_args(annotation)):
+        origin = get_origin(member)
+        if origin is list:
+            return get_args(member)[0]
+        if origin is dict:
+            return get_args(member)[1]
+    return None
+
+
 def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
     """Validate an already-parsed YAML document. Raises :class:`ConfigError`."""
     if not isinstance(data, dict):
@@ -377,11 +534,45 @@ def parse_config(data: Any, env: dict[str, str] | None = None) -> Config:
     try:
         config = Config.model_validate(_drop_unset(data))
     except ValidationError as exc:
-        raise ConfigError([(_format_loc(err["loc"]), err["msg"]) for err in exc.errors()]) from None
+        raise ConfigError([_describe(err["loc"], err["type"], err["msg"]) for err in exc.errors()]) from None
     problems = _cross_check(config)
     if problems:
         raise ConfigError(problems)
-    return config
+    return _resolve_tracing(config, dict(os.environ if env is None else env))
+
+
+_OTLP_ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
+
+
+def _resolve_tracing(config: Config, env: dict[str, str]) -> Config:
+    """Settle ``observability.tracing.enabled`` (unset: on when the OTLP endpoint variables
+    are set) and check that the ``otel`` extra is installed when tracing is on."""
+    tracing = config.observability.tracing
+    key = "observability.tracing.enabled"
+    enabled = tracing.enabled
+    if enabled is None:
+        named = [name for name in _OTLP_ENDPOINT_VARS if env.get(name)]
+        enabled = bool(named) and env.get("OTEL_SDK_DISABLED", "").lower() != "true"
+        if named:
+            key = f"{key} (unset; turned on by {named[0]})"
+    if enabled:
+        missing = [name for name in ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.http")
+                   if not _importable(name)]
+        if missing:
+            raise ConfigError([(key, "tracing needs the 'otel' extra, which is not installed: "
+                                     "pip install 'stream-worker[otel]' (or turn tracing off)")])
+    observability = config.observability.model_copy(
+        update={"tracing": tracing.model_copy(update={"enabled": enabled})})
+    return config.model_copy(update={"observability": observability})
 
 
 class _Unset:
@@ -417,4 +608,6 @@ def load_config(path: str | Path, env: dict[str, str] | None = None) -> Config:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "unknown position"
         raise ConfigError([("(yaml)", f"malformed YAML at {where}: {getattr(exc, 'problem', exc)}")]) from None
-    return parse_config(data, env)
+    config = parse_config(data, env)
+    config._directory = Path(path).resolve().parent
+    return config

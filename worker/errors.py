@@ -2,8 +2,9 @@
 
 Handlers raise :class:`PermanentError` for bad data (retrying cannot help) and
 :class:`RetryableError` for transient trouble. Any other exception a handler
-raises is treated as retryable. Lease errors form their own family because the
-consumer reacts to them by stopping the shard, not by retrying.
+raises is treated as retryable. Delivery decides by :func:`is_retryable`, which reads
+the class's ``retryable``. Lease errors form their own family because the consumer
+reacts to them by stopping the shard, not by retrying.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from __future__ import annotations
 class StreamWorkerError(Exception):
     """Root of every error this package raises on purpose."""
 
-    retryable: bool = False
+    retryable: bool = True  # may the same call succeed later? Read by is_retryable().
+
+
+def is_retryable(error: BaseException) -> bool:
+    """Whether retrying the call that raised ``error`` can help: an error of ours says so
+    with ``retryable``; any other exception is taken as transient."""
+    return not isinstance(error, StreamWorkerError) or error.retryable
 
 
 class ConfigError(StreamWorkerError):
@@ -42,6 +49,8 @@ class RetryableError(StreamWorkerError):
 
 class PermanentError(StreamWorkerError):
     """Bad data or a bug: retrying the same record gives the same failure."""
+
+    retryable = False
 
 
 class LeaseError(StreamWorkerError):

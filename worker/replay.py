@@ -2,7 +2,9 @@
 
 A letter is acknowledged only after its route's handler succeeded (within ``attempts``
 tries with back-off); a letter that fails again stays parked and is reported. Handlers are
-idempotent, so replaying a letter whose effects already happened is harmless.
+idempotent, so replaying a letter whose effects already happened is harmless. Handlers
+are called the way delivery calls them (:class:`HandlerInvoker`): same context, same
+``timeout_seconds``, same reading of a batch handler's failure report.
 """
 
 from __future__ import annotations
@@ -12,13 +14,12 @@ from dataclasses import dataclass, field
 import structlog
 from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential_jitter
 
-from worker.app import Tables
 from worker.aws import AwsClients
-from worker.config import Config
-from worker.deadletter import DeadLetterConfig, Parked, build_dead_letter_source
-from worker.processing.context import HandlerContext
-from worker.processing.delivery import BatchResult
+from worker.config import Config, DeadLetterConfig
+from worker.deadletter import DeadLetter, Parked, build_dead_letter_source
+from worker.processing.invocation import DeliveryServices, HandlerInvoker
 from worker.processing.router import Route, Router
+from worker.processing.tables import Tables
 from worker.publishing.base import Publisher
 from worker.publishing.factory import build_publisher
 
@@ -30,22 +31,22 @@ class ReplayReport:
     replayed: list[str] = field(default_factory=list)  # "route seq"
     failed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    # With dry_run: the letters that would be replayed, so their errors can be shown.
+    previews: list[DeadLetter] = field(default_factory=list)
 
 
-async def _run(route: Route, parked: Parked, context: HandlerContext, attempts: int) -> None:
+async def _run(invoker: HandlerInvoker, parked: Parked, attempts: int) -> None:
     record = parked.message.to_stream_record()
     async for attempt in AsyncRetrying(
         stop=stop_after_attempt(attempts), wait=wait_exponential_jitter(multiplier=0.2, max=5, jitter=0.2),
         reraise=True,
     ):
         with attempt:
-            if route.is_batch:
-                result = await route.handler([record], context)
-                failed = result.failed if isinstance(result, BatchResult) else (result or ())
-                if failed:
-                    raise RuntimeError("the batch handler reported the record as failed again")
-            else:
-                await route.handler(record, context)
+            number = attempt.retry_state.attempt_number  # ctx.attempt, as delivery counts calls
+            if not invoker.route.is_batch:
+                await invoker.handle(record, number)
+            elif await invoker.handle_batch([record], number):
+                raise RuntimeError("the batch handler reported the record as failed again")
 
 
 def _sources(router: Router, route_filter: str | None) -> dict[DeadLetterConfig, list[Route]]:
@@ -68,8 +69,10 @@ async def replay(
     try:
         names = {logical: table.name for logical, table in config.tables.items()}
         publisher = await build_publisher(config.publisher, clients, names)
-        tables = Tables(clients, names)
-        by_name = {route.name: route for route in router.routes}
+        services = DeliveryServices(publisher=publisher, tables=Tables(clients, names), config=config,
+                                    worker_id="replay", observers=[])
+        invokers = {route.name: HandlerInvoker(route, services, log.bind(route=route.name, replay=True))
+                    for route in router.routes}
         seen: set[str] = set()
         for destination, routes in _sources(router, route_filter).items():
             source = await build_dead_letter_source(destination, clients, names)
@@ -83,13 +86,10 @@ async def replay(
                 seen.add(letter.id)
                 if dry_run:
                     report.skipped.append(label)
+                    report.previews.append(letter)
                     continue
-                route = by_name[letter.route]
-                context = HandlerContext(route=route.name, options=route.options, publisher=publisher,
-                                         config=config, log=log.bind(route=route.name, replay=True),
-                                         _tables=tables)
                 try:
-                    await _run(route, parked, context, attempts)
+                    await _run(invokers[letter.route], parked, attempts)
                 except Exception as exc:  # noqa: BLE001 - reported; the letter stays parked
                     log.error("replay failed", letter=label, error=type(exc).__name__, detail=str(exc)[:300])
                     report.failed.append(label)

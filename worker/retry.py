@@ -10,7 +10,8 @@ from typing import Any, Awaitable, Callable, TypeVar
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential_jitter
 
-from worker.aws import error_code, is_retryable_aws_error
+from worker.aws import is_retryable_aws_error
+from worker.aws_errors import error_code
 from worker.observability import metrics
 
 T = TypeVar("T")

@@ -258,7 +258,7 @@ async def test_odd_and_malformed_records_reaching_the_built_in_handlers(
     observed = Observed()
     parked_before = parked_metric("events", "shipment-dispatch", "permanent")
     async with running(config, observed) as logs:
-        await wait_until(lambda: chain_done(ddb, config, order_ids), timeout=20)
+        await wait_until(lambda: chain_done(ddb, config, order_ids), timeout=60)
         order_records = await stream_records(aws, config, "orders")
         await wait_checkpoint(ddb, config, "orders", seq(order_records[-1]))
 
@@ -266,7 +266,7 @@ async def test_odd_and_malformed_records_reaching_the_built_in_handlers(
             handled = observed.of("shipment-dispatch", "ok") + observed.of("shipment-dispatch", "dead_lettered")
             return len(handled) == len(order_ids) + len(MALFORMED_EVENTS)
 
-        await wait_until(every_event_parked_or_handled, timeout=20)
+        await wait_until(every_event_parked_or_handled, timeout=60)
         event_records = await stream_records(aws, config, "events")
         await wait_checkpoint(ddb, config, "events", seq(event_records[-1]))
 

@@ -33,8 +33,9 @@ from worker.deadletter import DeadLetter
 from worker.errors import PermanentError
 from worker.processing.pipeline import ShardPipeline
 from worker.processing.router import Route, Router, build_route
-from worker.processing.tracker import ProgressTracker
+from worker.processing.progress import ShardProgress
 from worker.records import EventName, StreamRecord
+from worker.testing import make_record
 
 ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-01T00:00:00.000"
 SHARD = "shardId-00000001700000000000-0000abcd"
@@ -85,17 +86,19 @@ def raw_record(
     keys: dict[str, Any], new: dict[str, Any] | None, old: dict[str, Any] | None, sequence: str,
     created: Any, event: Any = "MODIFY",
 ) -> dict[str, Any]:
-    ddb: dict[str, Any] = {"Keys": typed(keys), "SequenceNumber": sequence, "SizeBytes": 100,
-                           "StreamViewType": "NEW_AND_OLD_IMAGES"}
-    if created is not None:
+    """A raw record as botocore returns it, built with worker.testing; what the fuzz varies
+    beyond a well-formed record (odd event names, creation-time forms) is set afterwards."""
+    record = make_record("MODIFY", keys, new, old, sequence_number=sequence, stream_arn=ARN, shard_id=SHARD,
+                         event_id=f"ev-{sequence}")
+    raw = dict(record.raw)
+    ddb = raw["dynamodb"] = dict(raw["dynamodb"])
+    if created is None:
+        del ddb["ApproximateCreationDateTime"]
+    else:
         ddb["ApproximateCreationDateTime"] = created
-    if new is not None:
-        ddb["NewImage"] = typed({**new, **keys})
-    if old is not None:
-        ddb["OldImage"] = typed({**old, **keys})
-    raw: dict[str, Any] = {"eventID": f"ev-{sequence}", "eventVersion": "1.1", "eventSource": "aws:dynamodb",
-                           "awsRegion": "us-east-1", "dynamodb": ddb}
-    if event is not None:
+    if event is None:
+        del raw["eventName"]
+    else:
         raw["eventName"] = event
     return raw
 
@@ -337,24 +340,23 @@ def test_odd_records_are_routed_or_acknowledged_never_crash_the_pipeline(data: s
         pipelines: dict[str, ShardPipeline] = {}
 
         class FakeDelivery:
-            def __init__(self, route: Route, pipeline: ShardPipeline) -> None:
-                self.route, self.pipeline = route, pipeline
+            def __init__(self, route: Route, progress: ShardProgress) -> None:
+                self.route, self.progress = route, progress
 
             async def deliver(self, batch: list[StreamRecord]) -> None:
                 for record in batch:
                     delivered.append((self.route.name, record.sequence_number))
-                    self.pipeline.on_finished(record)
+                    self.progress.finish(record)
 
         def pipeline_for(table: str) -> ShardPipeline:
             if table not in pipelines:
-                pipeline: ShardPipeline
-                pipeline = ShardPipeline(
+                progress = ShardProgress()
+                pipelines[table] = ShardPipeline(
                     routes_for=router.routes_for,
-                    delivery_for=lambda route: FakeDelivery(route, pipeline),  # type: ignore[arg-type,return-value]
-                    tracker=ProgressTracker(), max_in_flight=1000,
+                    delivery_for=lambda route: FakeDelivery(route, progress),  # type: ignore[arg-type,return-value]
+                    progress=progress, max_in_flight=1000,
                     hash_key={"orders": "orderId", "events": "eventId"}.get(table), stream_label=f"fuzz-{table}",
                 )
-                pipelines[table] = pipeline
             return pipelines[table]
 
         for table, raw in records:
@@ -387,5 +389,5 @@ def test_odd_records_are_routed_or_acknowledged_never_crash_the_pipeline(data: s
             assert (("order-processing", raw["dynamodb"]["SequenceNumber"]) in delivered) == (status == {"S": "NEW"})
     for table, pipeline in pipelines.items():
         last = [raw for t, raw in records if t == table][-1]["dynamodb"]["SequenceNumber"]
-        assert pipeline.tracker.idle and pipeline.tracker.finished_up_to == last
+        assert pipeline.progress.idle and pipeline.progress.finished_up_to == last
         assert unrouted(f"fuzz-{table}") - before[table] == unmatched[table]

@@ -6,9 +6,10 @@ killed (-9), stopped (SIGTERM) and restarted while orders flow.
 
 What a run does (everything random comes from ``--seed``):
 
-1. starts a moto server, a :class:`FaultProxy` in front of it, creates the seed tables and
-   writes a worker config (short lease timings, unlimited retries, no dead-letter
-   destination: nothing may be parked, every order must complete);
+1. starts a moto server (``--endpoint dynamodb-local``: DynamoDB Local), a
+   :class:`FaultProxy` in front of it, creates the seed tables and writes a worker config
+   (short lease timings, unlimited retries, no dead-letter destination: nothing may be
+   parked, every order must complete);
 2. starts ``--workers`` ``stream-worker run`` processes (endpoint = the proxy);
 3. during ``--duration`` seconds: writes the orders (``PutItem status NEW``, spread over
    the first 80 % of the window), changes the amount of every ``--modify-every``-th order
@@ -52,6 +53,7 @@ from boto3.dynamodb.types import TypeDeserializer
 from tests.chaos.fault_proxy import KINDS, FaultProxy, FaultRates
 from tests.integration.helpers import seed_document
 from tests.moto_process import MotoServer
+from worker.local.dynamodb_local import DynamoDBLocal
 
 REPO = Path(__file__).resolve().parents[2]
 STREAM_WORKER = str(Path(sys.executable).with_name("stream-worker"))
@@ -435,11 +437,11 @@ class ChaosReport:
 
 class ChaosRun:
     def __init__(self, plan: ChaosPlan, workdir: Path, *, log: Callable[[str], None] = print,
-                 moto_url: str | None = None) -> None:
+                 endpoint_url: str | None = None) -> None:
         self.plan = plan
         self.workdir = workdir
         self._print = log
-        self._moto_url = moto_url
+        self.endpoint_url = endpoint_url
         self._moto: MotoServer | None = None
         self.proxy: FaultProxy | None = None
         self.workers: dict[str, WorkerProcess] = {}
@@ -463,17 +465,17 @@ class ChaosRun:
         self._print(line)
 
     def _client(self, service: str) -> Any:
-        assert self._moto_url is not None
-        return boto3.client(service, endpoint_url=self._moto_url, region_name=REGION,
+        assert self.endpoint_url is not None
+        return boto3.client(service, endpoint_url=self.endpoint_url, region_name=REGION,
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 
     # -- set-up ----------------------------------------------------------------------
 
     def _setup(self) -> None:
-        if self._moto_url is None:
+        if self.endpoint_url is None:
             self._moto = MotoServer().start()
-            self._moto_url = self._moto.url
-        self.proxy = FaultProxy(self._moto_url, seed=self.plan.seed).start()
+            self.endpoint_url = self._moto.url
+        self.proxy = FaultProxy(self.endpoint_url, seed=self.plan.seed).start()
         doc = seed_document(self.proxy.url, self.prefix)
         self.tables = {logical: spec["name"] for logical, spec in doc["tables"].items()}
         self.lease_table = doc["leases"]["table"]
@@ -495,7 +497,7 @@ class ChaosRun:
         from worker.local.tables import create_tables
 
         setup_doc = json.loads(json.dumps(doc))
-        setup_doc["aws"]["endpoint_url"] = self._moto_url
+        setup_doc["aws"]["endpoint_url"] = self.endpoint_url
         config = parse_config(setup_doc, env={"WORKER_ID": "setup"})
 
         async def create() -> None:
@@ -766,7 +768,7 @@ class ChaosRun:
                 worker_id = f"w{n}"
                 self.workers[worker_id] = WorkerProcess(worker_id, self.config_path, self.workdir / f"{worker_id}.log")
             schedule = build_schedule(self.plan, sorted(self.workers))
-            self.note(f"moto {self._moto_url}, proxy {self.proxy.url if self.proxy else '-'}, "  # noqa: SLF001
+            self.note(f"endpoint {self.endpoint_url}, proxy {self.proxy.url if self.proxy else '-'}, "  # noqa: SLF001
                       f"{len(schedule)} scheduled actions, workdir {self.workdir}")
             self.monitor = LeaseMonitor(self._client("dynamodb"), self.lease_table).start()
             for worker in self.workers.values():
@@ -814,11 +816,11 @@ class ChaosRun:
 
 
 def run_chaos(plan: ChaosPlan, workdir: Path | None = None, *, log: Callable[[str], None] = print,
-              moto_url: str | None = None) -> ChaosReport:
+              endpoint_url: str | None = None) -> ChaosReport:
     if workdir is None:
         workdir = Path(tempfile.mkdtemp(prefix="stream-worker-chaos-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    return ChaosRun(plan, workdir, log=log, moto_url=moto_url).run()
+    return ChaosRun(plan, workdir, log=log, endpoint_url=endpoint_url).run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -832,13 +834,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modify-every", type=int, default=5)
     parser.add_argument("--settle-timeout", type=float, default=None)
     parser.add_argument("--workdir", type=Path, default=None, help="logs and config (default: a temp dir)")
+    parser.add_argument("--endpoint", choices=["moto", "dynamodb-local"], default="moto",
+                        help="the endpoint behind the fault proxy (dynamodb-local: installed on first use)")
     args = parser.parse_args(argv)
     os.environ.update(FAKE_AWS_ENV)
     os.environ.pop("AWS_PROFILE", None)
     plan = ChaosPlan.for_duration(args.orders, args.duration, args.seed, workers=args.workers, kills=args.kills,
                                   sigterms=args.sigterms, modify_every=args.modify_every,
                                   settle_timeout=args.settle_timeout)
-    report = run_chaos(plan, args.workdir)
+    local = DynamoDBLocal().start() if args.endpoint == "dynamodb-local" else None
+    try:
+        report = run_chaos(plan, args.workdir, endpoint_url=local.url if local is not None else None)
+    finally:
+        if local is not None:
+            local.stop()
     print()
     print(report.table())
     by_op = defaultdict(int)

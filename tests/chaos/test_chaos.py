@@ -1,4 +1,4 @@
-"""The short chaos run (CI): the seed chain on moto behind the fault proxy, 3 worker
+"""The short chaos run (CI): the seed chain on each endpoint (moto, DynamoDB Local) behind the fault proxy, 3 worker
 processes, 2 kill -9 and 1 SIGTERM with restarts, fault profiles switching every few
 seconds; every order must complete exactly once in effect (see controller.py).
 
@@ -20,10 +20,10 @@ pytestmark = pytest.mark.integration
 SEED = int(os.environ.get("CHAOS_SEED", "20240611"))
 
 
-def test_seed_chain_survives_kills_sigterms_and_aws_faults(tmp_path: Path) -> None:
+def test_seed_chain_survives_kills_sigterms_and_aws_faults(endpoint_url: str, tmp_path: Path) -> None:
     plan = ChaosPlan(orders=150, duration=30.0, workers=3, kills=2, sigterms=1, seed=SEED,
                      settle_timeout=120.0)
-    report = run_chaos(plan, tmp_path)
+    report = run_chaos(plan, tmp_path, endpoint_url=endpoint_url)
     print(report.table())  # shown by pytest when the test fails (and with -s)
     assert report.ok, "\n".join(report.failures)
     # The run did what it says: every disruption happened and faults were injected.

@@ -30,8 +30,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def proxy(moto_url: str) -> Iterator[FaultProxy]:
-    server = FaultProxy(moto_url, seed=5).start()
+def proxy(endpoint_url: str) -> Iterator[FaultProxy]:
+    server = FaultProxy(endpoint_url, seed=5).start()
     try:
         yield server
     finally:
@@ -43,10 +43,10 @@ def _consumer_crashes() -> float:
 
 
 async def test_throttled_checkpoint_write_is_retried_not_left_behind(
-    moto_url: str, prefix: str, aws: dict[str, Any], proxy: FaultProxy,
+    endpoint_url: str, prefix: str, aws: dict[str, Any], proxy: FaultProxy,
 ) -> None:
     ddb, streams = aws["dynamodb"], aws["dynamodbstreams"]
-    await setup_tables(seed_config(moto_url, prefix))
+    await setup_tables(seed_config(endpoint_url, prefix))
     config = seed_config(proxy.url, prefix)  # the worker goes through the proxy
 
     async def at_tips() -> bool:

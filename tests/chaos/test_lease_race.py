@@ -27,8 +27,8 @@ SEQ = 10**20  # 21 digits, like stream sequence numbers
 
 
 @pytest.fixture
-async def tables(moto_url: str, prefix: str) -> AsyncIterator[tuple[LeaseTable, LeaseTable]]:
-    clients = [AwsClients(AwsConfig(region="us-east-1", endpoint_url=moto_url)) for _ in range(2)]
+async def tables(endpoint_url: str, prefix: str) -> AsyncIterator[tuple[LeaseTable, LeaseTable]]:
+    clients = [AwsClients(AwsConfig(region="us-east-1", endpoint_url=endpoint_url)) for _ in range(2)]
     try:
         made = []
         for aws in clients:

@@ -13,8 +13,7 @@ import asyncio
 import time
 from typing import Any
 
-from tests.integration.helpers import seed_config
-from worker.app import App
+from worker.supervision import RestartBackoff, supervise
 
 
 class _Log:
@@ -29,10 +28,10 @@ class _Log:
 
 
 async def test_restart_delay_starts_over_after_a_healthy_run() -> None:
-    app = App(seed_config("http://127.0.0.1:1", "sup-"))
-    app.HEALTHY_RUN_SECONDS = 0.3  # type: ignore[misc]
+    class QuickBackoff(RestartBackoff):
+        HEALTHY_RUN_SECONDS = 0.3
+
     log = _Log()
-    app._log = log  # type: ignore[assignment]  # noqa: SLF001
     calls = 0
 
     async def body(stop: asyncio.Event) -> None:
@@ -46,7 +45,7 @@ async def test_restart_delay_starts_over_after_a_healthy_run() -> None:
         return  # the fourth run ends normally
 
     started = time.monotonic()
-    await asyncio.wait_for(app._supervise("taker", body), timeout=10)  # noqa: SLF001
+    await asyncio.wait_for(supervise("taker", body, asyncio.Event(), log=log, backoff=QuickBackoff()), timeout=10)
     assert calls == 4
     assert log.delays == [0.5, 1.0, 0.5]
     assert time.monotonic() - started < 5

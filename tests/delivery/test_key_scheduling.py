@@ -1,5 +1,6 @@
-"""Per-key scheduling end to end on a real moto server: a poison key with retries and
-back-off does not delay the other keys of its shard, whatever ``max_concurrency``.
+"""Per-key scheduling end to end on each real endpoint (moto, DynamoDB Local): a poison key
+with retries and back-off does not delay the other keys of its shard, whatever
+``max_concurrency``.
 
 The worker (``App``) reads one shard of 62 records: 30 good keys with two records each and
 a poison key (its first record at #3, its second near the end) whose handler fails each of
@@ -42,7 +43,7 @@ def _fresh_handler_state() -> None:
 @pytest.mark.parametrize("kind", ["record", "batch"])
 @pytest.mark.parametrize("concurrency", [1, 3, 10])
 async def test_poison_key_does_not_delay_other_keys(
-    moto_url: str, prefix: str, aws: dict[str, Any], tmp_path: Path, concurrency: int, kind: str
+    endpoint_url: str, prefix: str, aws: dict[str, Any], tmp_path: Path, concurrency: int, kind: str
 ) -> None:
     ddb = aws["dynamodb"]
     letters = tmp_path / "letters.jsonl"
@@ -54,7 +55,7 @@ async def test_poison_key_does_not_delay_other_keys(
     else:
         route = batch_route("keys", batch_size=8, **settings)  # bisect_batch_on_error: the default
         handlers.poison_keys.add(POISON)
-    config = build(document(moto_url, prefix, [route]))
+    config = build(document(endpoint_url, prefix, [route]))
     await setup_tables(config)
     for counter in range(2):
         for position, key in enumerate(GOOD):

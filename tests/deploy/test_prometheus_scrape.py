@@ -97,6 +97,12 @@ async def test_prometheus_scrapes_handled_records_and_lag(
     async def body(fleet: Fleet, before: dict[str, float]) -> None:
         orders = len(fleet.order_ids)
         # The registry counted exactly one successful call per order in each route, no failure.
+        # The shipment row appears a moment before its handler returns and is counted: wait
+        # for the count to arrive, then require it exact.
+        async def counted() -> bool:
+            return all(_handled(route) - before[route] >= orders for route in ROUTES)
+
+        await wait_until(counted, timeout=10)
         for route in ROUTES:
             assert _handled(route) - before[route] == orders, route
             assert _handled(route, "error") == before[f"{route}:error"], route

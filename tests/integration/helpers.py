@@ -1,5 +1,5 @@
-"""Shared set-up for integration tests: a seed config on the moto server, a recorder,
-table snapshots and a polling wait."""
+"""Shared set-up for integration tests: a seed config on the test's endpoint (moto or
+DynamoDB Local), a recorder, table snapshots and a polling wait."""
 
 from __future__ import annotations
 
@@ -22,12 +22,12 @@ REPO = Path(__file__).resolve().parents[2]
 SEED_CONFIG = REPO / "config" / "worker.yaml"
 
 
-def seed_document(moto_url: str, prefix: str) -> dict[str, Any]:
+def seed_document(endpoint_url: str, prefix: str) -> dict[str, Any]:
     """config/worker.yaml with prefixed table names and test-speed timings."""
     doc = yaml.safe_load(SEED_CONFIG.read_text())
     doc = copy.deepcopy(doc)
     doc["worker"]["id"] = f"{prefix}worker"
-    doc["aws"] = {"region": "us-east-1", "endpoint_url": moto_url}
+    doc["aws"] = {"region": "us-east-1", "endpoint_url": endpoint_url}
     for logical, table in doc["tables"].items():
         table["name"] = f"{prefix}{logical}"
     doc["leases"].update({"table": f"{prefix}leases", "poll_interval_seconds": 0.2, "duration_seconds": 3})
@@ -38,8 +38,8 @@ def seed_document(moto_url: str, prefix: str) -> dict[str, Any]:
     return doc
 
 
-def seed_config(moto_url: str, prefix: str, mutate: Callable[[dict[str, Any]], None] | None = None) -> Config:
-    doc = seed_document(moto_url, prefix)
+def seed_config(endpoint_url: str, prefix: str, mutate: Callable[[dict[str, Any]], None] | None = None) -> Config:
+    doc = seed_document(endpoint_url, prefix)
     if mutate is not None:
         mutate(doc)
     return parse_config(doc, env={})

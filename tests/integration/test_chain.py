@@ -1,4 +1,4 @@
-"""The seed's order -> shipment chain on a real moto server, in one worker process."""
+"""The seed's order -> shipment chain on each real endpoint (moto, DynamoDB Local), in one worker process."""
 
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ from worker.publishing.events import derive_event_id
 pytestmark = pytest.mark.integration
 
 
-async def test_chain_for_many_orders(moto_url: str, prefix: str, aws: dict[str, Any]) -> None:
+async def test_chain_for_many_orders(endpoint_url: str, prefix: str, aws: dict[str, Any]) -> None:
     ddb = aws["dynamodb"]
-    config = seed_config(moto_url, prefix)
+    config = seed_config(endpoint_url, prefix)
     await setup_tables(config)
     recorder = Recorder()
     app = App(config, observers=[recorder])
@@ -50,8 +50,8 @@ async def test_chain_for_many_orders(moto_url: str, prefix: str, aws: dict[str, 
     shipments = await scan_all(ddb, config.tables["shipments"].name)
     assert sorted(s["orderId"]["S"] for s in shipments) == sorted(order_ids)
 
-    # Each record reached each handler exactly once (orders of different ids run in
-    # parallel lanes, so only per-key order is promised; each id has one record here).
+    # Each record reached each handler exactly once (orders of different ids run
+    # concurrently, so only per-key order is promised; each id has one record here).
     handled = recorder.ok("order-processing")
     assert sorted(c.key for c in handled) == sorted(order_ids)
     assert sorted(c.key for c in recorder.ok("shipment-dispatch")) == sorted(order_ids)
@@ -64,9 +64,9 @@ async def test_chain_for_many_orders(moto_url: str, prefix: str, aws: dict[str, 
     assert all("owner" not in row for row in rows)
 
 
-async def test_restart_resumes_from_checkpoint(moto_url: str, prefix: str, aws: dict[str, Any]) -> None:
+async def test_restart_resumes_from_checkpoint(endpoint_url: str, prefix: str, aws: dict[str, Any]) -> None:
     ddb = aws["dynamodb"]
-    config = seed_config(moto_url, prefix)
+    config = seed_config(endpoint_url, prefix)
     await setup_tables(config)
     first_batch = [f"a-{i:02d}" for i in range(10)]
     second_batch = [f"b-{i:02d}" for i in range(10)]
@@ -94,9 +94,9 @@ async def test_restart_resumes_from_checkpoint(moto_url: str, prefix: str, aws: 
     assert checkpoint_after is not None and int(checkpoint_after) > int(checkpoint_before)
 
 
-async def test_redelivery_leaves_tables_unchanged(moto_url: str, prefix: str, aws: dict[str, Any]) -> None:
+async def test_redelivery_leaves_tables_unchanged(endpoint_url: str, prefix: str, aws: dict[str, Any]) -> None:
     ddb = aws["dynamodb"]
-    config = seed_config(moto_url, prefix)
+    config = seed_config(endpoint_url, prefix)
     await setup_tables(config)
     order_ids = [f"r-{i:02d}" for i in range(8)]
     app = App(config)
@@ -128,12 +128,12 @@ async def _replayed(recorder: Recorder, order_ids: list[str]) -> bool:
 
 
 async def test_a_second_copy_of_an_order_record_publishes_no_second_event(
-    moto_url: str, prefix: str, aws: dict[str, Any]
+    endpoint_url: str, prefix: str, aws: dict[str, Any]
 ) -> None:
     """A crash after the status update but before the publish: the redelivered record
     finds PROCESSING, publishes the same event id, and the chain completes once."""
     ddb = aws["dynamodb"]
-    config = seed_config(moto_url, prefix)
+    config = seed_config(endpoint_url, prefix)
     await setup_tables(config)
     # The order is already PROCESSING (the update landed) but no event exists yet.
     await ddb.put_item(

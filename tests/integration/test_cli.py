@@ -31,10 +31,10 @@ def test_demo_runs_the_chain_on_the_embedded_endpoint() -> None:
 
 
 async def test_create_tables_creates_streams_and_lease_table(
-    tmp_path: Path, moto_url: str, prefix: str, aws: dict[str, Any]
+    tmp_path: Path, endpoint_url: str, prefix: str, aws: dict[str, Any]
 ) -> None:
     path = tmp_path / "worker.yaml"
-    path.write_text(yaml.safe_dump(seed_document(moto_url, prefix)))
+    path.write_text(yaml.safe_dump(seed_document(endpoint_url, prefix)))
     first = subprocess.run([STREAM_WORKER, "create-tables", "--config", str(path)],
                            capture_output=True, text=True, timeout=60)
     assert first.returncode == 0, first.stderr
@@ -53,14 +53,14 @@ async def test_create_tables_creates_streams_and_lease_table(
     assert lease["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
 
 
-async def test_status_reports_lag_of_unprocessed_records(moto_url: str, prefix: str, aws: dict[str, Any]) -> None:
+async def test_status_reports_lag_of_unprocessed_records(endpoint_url: str, prefix: str, aws: dict[str, Any]) -> None:
     import asyncio
 
     from tests.integration.helpers import chain_done, seed_config, setup_tables, wait_until, write_orders
     from worker.app import App
     from worker.operations import collect_status
 
-    config = seed_config(moto_url, prefix)
+    config = seed_config(endpoint_url, prefix)
     await setup_tables(config)
     app = App(config)
     await app.start()  # creates the lease rows, then stops with nothing to do
@@ -79,6 +79,6 @@ async def test_status_reports_lag_of_unprocessed_records(moto_url: str, prefix: 
     finally:
         await app.stop()
     caught_up = {s["table"]: s for s in (await collect_status(config))["shards"]}
-    # moto: the order's status update emits a MODIFY that no route takes; it is acknowledged too.
+    # The order's status update emits a MODIFY that no route takes; it is acknowledged too.
     assert caught_up["orders"]["lag_seconds"] == 0.0
     assert caught_up["events"]["lag_seconds"] == 0.0

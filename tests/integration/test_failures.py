@@ -41,9 +41,9 @@ def _with_flaky_route(doc: dict[str, Any]) -> None:
     )
 
 
-async def test_failing_handler_holds_checkpoint_then_retries(moto_url: str, prefix: str, aws: dict[str, Any]) -> None:
+async def test_failing_handler_holds_checkpoint_then_retries(endpoint_url: str, prefix: str, aws: dict[str, Any]) -> None:
     ddb = aws["dynamodb"]
-    config = seed_config(moto_url, prefix, _with_flaky_route)
+    config = seed_config(endpoint_url, prefix, _with_flaky_route)
     await setup_tables(config)
     flaky_handlers.failing.clear()
     flaky_handlers.failing.add("f-3")
@@ -91,8 +91,8 @@ async def _handled(recorder: Recorder, route: str, keys: list[str]) -> bool:
     return sorted(c.key for c in recorder.ok(route)) == sorted(keys)
 
 
-async def test_table_without_stream_is_a_setup_error(moto_url: str, prefix: str, aws: dict[str, Any]) -> None:
-    config = seed_config(moto_url, prefix)
+async def test_table_without_stream_is_a_setup_error(endpoint_url: str, prefix: str, aws: dict[str, Any]) -> None:
+    config = seed_config(endpoint_url, prefix)
     await aws["dynamodb"].create_table(
         TableName=config.tables["orders"].name,
         KeySchema=[{"AttributeName": "orderId", "KeyType": "HASH"}],
@@ -107,8 +107,8 @@ async def test_table_without_stream_is_a_setup_error(moto_url: str, prefix: str,
             await app.stop()
 
 
-async def test_keys_only_stream_is_rejected_for_image_routes(moto_url: str, prefix: str, aws: dict[str, Any]) -> None:
-    config = seed_config(moto_url, prefix)
+async def test_keys_only_stream_is_rejected_for_image_routes(endpoint_url: str, prefix: str, aws: dict[str, Any]) -> None:
+    config = seed_config(endpoint_url, prefix)
     await aws["dynamodb"].create_table(
         TableName=config.tables["orders"].name,
         KeySchema=[{"AttributeName": "orderId", "KeyType": "HASH"}],
@@ -135,14 +135,14 @@ def _write_config(tmp_path: Path, doc: dict[str, Any]) -> Path:
     [
         (lambda d: d["routes"][0].update(table="ordrs"), "routes[0].table: unknown table 'ordrs'"),
         (lambda d: d["reader"].update(max_records=5000), "reader.max_records: Input should be less than or equal to 1000"),
-        (lambda d: d["leases"].update(bogus=1), "leases.bogus: Extra inputs are not permitted"),
+        (lambda d: d["leases"].update(bogus=1), "leases.bogus: unknown key; (known here: create_table, "),
         (lambda d: d["routes"][1].update(handler="tests.integration.flaky_handlers:not_async"),
          "routes[1].handler: 'tests.integration.flaky_handlers:not_async' is not an async callable"),
         (lambda d: d["routes"][0].update(handler="no.such.module:fn"), "routes[0].handler: cannot import module 'no.such.module'"),
     ],
 )
-def test_bad_config_exits_2_naming_the_key(tmp_path: Path, moto_url: str, prefix: str, mutate: Any, expected: str) -> None:
-    doc = seed_document(moto_url, prefix)
+def test_bad_config_exits_2_naming_the_key(tmp_path: Path, endpoint_url: str, prefix: str, mutate: Any, expected: str) -> None:
+    doc = seed_document(endpoint_url, prefix)
     mutate(doc)
     path = _write_config(tmp_path, doc)
     for command in ("check-config", "run"):
@@ -154,21 +154,21 @@ def test_bad_config_exits_2_naming_the_key(tmp_path: Path, moto_url: str, prefix
         assert expected in result.stderr, (command, result.stderr)
 
 
-def test_run_against_missing_tables_exits_2(tmp_path: Path, moto_url: str, prefix: str) -> None:
-    path = _write_config(tmp_path, seed_document(moto_url, prefix))
+def test_run_against_missing_tables_exits_2(tmp_path: Path, endpoint_url: str, prefix: str) -> None:
+    path = _write_config(tmp_path, seed_document(endpoint_url, prefix))
     result = subprocess.run([STREAM_WORKER, "run", "--config", str(path)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert f"tables.events: table '{prefix}events' does not exist" in result.stderr
 
 
 async def test_run_process_chain_then_sigterm_exits_0_and_releases(
-    tmp_path: Path, moto_url: str, prefix: str, aws: dict[str, Any]
+    tmp_path: Path, endpoint_url: str, prefix: str, aws: dict[str, Any]
 ) -> None:
     ddb = aws["dynamodb"]
-    doc = seed_document(moto_url, prefix)
+    doc = seed_document(endpoint_url, prefix)
     doc["observability"]["logging"] = {"level": "INFO", "format": "json"}
     path = _write_config(tmp_path, doc)
-    config = seed_config(moto_url, prefix)
+    config = seed_config(endpoint_url, prefix)
     await setup_tables(config)
     process = await asyncio.create_subprocess_exec(
         STREAM_WORKER, "run", "--config", str(path), "--metrics-port", "0",
@@ -222,12 +222,12 @@ raise SystemExit(main())
 
 
 async def test_sigterm_while_the_cli_imports_is_a_graceful_stop(
-    tmp_path: Path, moto_url: str, prefix: str, aws: dict[str, Any]
+    tmp_path: Path, endpoint_url: str, prefix: str, aws: dict[str, Any]
 ) -> None:
-    doc = seed_document(moto_url, prefix)
+    doc = seed_document(endpoint_url, prefix)
     doc["observability"]["logging"] = {"level": "INFO", "format": "json"}
     path = _write_config(tmp_path, doc)
-    await setup_tables(seed_config(moto_url, prefix))
+    await setup_tables(seed_config(endpoint_url, prefix))
     result = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-c", _SIGTERM_WHILE_IMPORTING, str(path)],
         capture_output=True, text=True, timeout=90, cwd=Path(__file__).resolve().parents[2],

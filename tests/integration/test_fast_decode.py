@@ -24,7 +24,7 @@ async def _read_all(client: Any, arn: str) -> list[StreamRecord]:
     return [StreamRecord(raw, table="t", stream_arn=arn, shard_id=shard) for raw in page["Records"]]
 
 
-async def test_fast_decode_matches_the_sdk(moto_url: str, prefix: str, aws: dict[str, Any]) -> None:
+async def test_fast_decode_matches_the_sdk(endpoint_url: str, prefix: str, aws: dict[str, Any]) -> None:
     ddb = aws["dynamodb"]
     table = f"{prefix}typed"
     created = await ddb.create_table(
@@ -43,8 +43,8 @@ async def test_fast_decode_matches_the_sdk(moto_url: str, prefix: str, aws: dict
     await ddb.delete_item(TableName=table, Key={"pk": {"S": "k1"}})
 
     session = aioboto3.Session(region_name="us-east-1")
-    async with session.client("dynamodbstreams", endpoint_url=moto_url) as sdk, \
-            session.client("dynamodbstreams", endpoint_url=moto_url) as fast:
+    async with session.client("dynamodbstreams", endpoint_url=endpoint_url) as sdk, \
+            session.client("dynamodbstreams", endpoint_url=endpoint_url) as fast:
         install_fast_get_records(fast)
         expected = await _read_all(sdk, arn)
         got = await _read_all(fast, arn)

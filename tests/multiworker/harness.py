@@ -1,5 +1,6 @@
-"""Runs separate `stream-worker` processes over the stream simulator (streams) and the moto
-server (lease table), and checks what they did: coverage, per-key order, checkpoints."""
+"""Runs separate `stream-worker` processes over the stream simulator (streams) and the test's
+endpoint, moto or DynamoDB Local (lease table), and checks what they did: coverage, per-key
+order, checkpoints."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ class Written:
 
 @dataclass
 class Cluster:
-    moto_url: str
+    endpoint_url: str
     sim: Simulator
     workdir: Path
     prefix: str
@@ -54,7 +55,7 @@ class Cluster:
         self.records_dir = self.workdir / "handled"
         self.records_dir.mkdir(parents=True, exist_ok=True)
         self.lease_table = f"{self.prefix}leases"
-        self.ddb = boto3.client("dynamodb", endpoint_url=self.moto_url, region_name="us-east-1")
+        self.ddb = boto3.client("dynamodb", endpoint_url=self.endpoint_url, region_name="us-east-1")
 
     # -- config and processes ------------------------------------------------------------
 
@@ -63,7 +64,7 @@ class Cluster:
         the lease and reader sections keep the product defaults (the benchmark's case)."""
         doc = {
             "worker": {"id": "${WORKER_ID}", "shutdown_timeout_seconds": 10},
-            "aws": {"region": "us-east-1", "endpoint_url": self.moto_url,
+            "aws": {"region": "us-east-1", "endpoint_url": self.endpoint_url,
                     "endpoints": {"dynamodbstreams": self.sim.url}},
             "tables": {"load": {"name": self.table, "key": "pk",
                                 "stream": {"arn": stream_arn, "starting_position": "TRIM_HORIZON"}}},
@@ -231,9 +232,9 @@ def balanced(load: dict[str, int], workers: list[str], shards: int) -> bool:
 
 
 @contextlib.contextmanager
-def running_cluster(moto_url: str, sim: Simulator, workdir: Path, prefix: str) -> Iterator[Cluster]:
+def running_cluster(endpoint_url: str, sim: Simulator, workdir: Path, prefix: str) -> Iterator[Cluster]:
     """A Cluster whose worker processes are all stopped on exit (the tests' fixture body)."""
-    cluster = Cluster(moto_url=moto_url, sim=sim, workdir=workdir, prefix=prefix, table=f"{prefix}load")
+    cluster = Cluster(endpoint_url=endpoint_url, sim=sim, workdir=workdir, prefix=prefix, table=f"{prefix}load")
     try:
         yield cluster
     finally:

@@ -28,8 +28,8 @@ def sim() -> Iterator[Simulator]:
 
 
 @pytest.fixture
-def cluster(moto_url: str, sim: Simulator, tmp_path: Path, prefix: str) -> Iterator[Cluster]:
-    with running_cluster(moto_url, sim, tmp_path, prefix) as cluster:
+def cluster(endpoint_url: str, sim: Simulator, tmp_path: Path, prefix: str) -> Iterator[Cluster]:
+    with running_cluster(endpoint_url, sim, tmp_path, prefix) as cluster:
         yield cluster
 
 

@@ -43,7 +43,7 @@ def test_max_concurrency_or_its_lambda_alias_sets_the_route_bound(setting: str, 
 
 def test_both_names_at_once_is_an_error_naming_the_replacement() -> None:
     assert problems(document({"max_concurrency": 20, "parallelization_factor": 4})) == [
-        ("routes[0]", "Value error, set max_concurrency only: parallelization_factor is its Lambda-compatible alias"),
+        ("routes[0]", "set max_concurrency only: parallelization_factor is its Lambda-compatible alias"),
     ]
 
 

@@ -23,10 +23,10 @@ import pytest
 from worker.config import RetryConfig
 from worker.deadletter import DeadLetter, DeadLetterConfig
 from worker.processing.delivery import BatchResult, DeliveryServices, RouteDelivery
-from worker.processing.key_scheduler import CallSlots
+from worker.processing.key_scheduler import CallSlots, sleep_without_slots
 from worker.processing.pipeline import ShardPipeline
+from worker.processing.progress import ShardProgress
 from worker.processing.router import Route
-from worker.processing.tracker import ProgressTracker
 from worker.records import StreamRecord
 
 TABLE = "orders"
@@ -122,17 +122,16 @@ def make_pipeline(routes: list[Route], log: Log, *, call_slots: CallSlots | None
     services = DeliveryServices(publisher=None, tables=None, config=None, worker_id="w",  # type: ignore[arg-type]
                                 observers=[])
     letters = MemoryLetters(log)
-    pipeline: ShardPipeline
+    progress = ShardProgress()
+    # The engine's sleep (ProcessingEngine.pipeline_for), or one that keeps the slot to compare.
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep if keep_slot_while_sleeping else sleep_without_slots
 
     def delivery_for(route: Route) -> RouteDelivery:
-        keep = keep_slot_while_sleeping
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep if keep else pipeline.backoff_sleep
         return RouteDelivery(route, services, letters if route.dead_letter else None,  # type: ignore[arg-type]
-                             on_finished=pipeline.on_finished, sleep=sleep)
+                             progress=progress, sleep=sleep)
 
-    pipeline = ShardPipeline(routes_for=lambda record: routes, delivery_for=delivery_for, tracker=ProgressTracker(),
-                             max_in_flight=100_000, hash_key="pk", stream_label=TABLE, call_slots=call_slots)
-    return pipeline
+    return ShardPipeline(routes_for=lambda record: routes, delivery_for=delivery_for, progress=progress,
+                         max_in_flight=100_000, hash_key="pk", stream_label=TABLE, call_slots=call_slots)
 
 
 async def run(pipeline: ShardPipeline, records: list[StreamRecord], timeout: float = 20) -> None:
@@ -192,7 +191,7 @@ async def test_poison_key_with_backoff_does_not_delay_other_keys(concurrency: in
     # The poison key's own later record waited for it, then went through.
     assert log.index("call", second) > parked and ("ok", second) in log.events
     assert log.peak["route"] <= concurrency and not log.violations
-    assert pipeline.tracker.finished_up_to == records[-1].sequence_number
+    assert pipeline.progress.finished_up_to == records[-1].sequence_number
 
 
 # -- slots are given back while sleeping -------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from worker.leases.model import Lease
+from worker.testing import make_record as make_kit_record
 
 
 def client_error(code: str, operation: str, status: int = 400, message: str = "fake") -> ClientError:
@@ -42,25 +43,10 @@ def make_record(
     old_image: dict[str, Any] | None = None,
     view_type: str = "NEW_AND_OLD_IMAGES",
 ) -> dict[str, Any]:
-    """A raw stream record as the SDK returns it (attribute values DynamoDB-typed)."""
-    dynamodb: dict[str, Any] = {
-        "SequenceNumber": str(sequence),
-        "Keys": keys if keys is not None else {"id": {"S": f"item-{sequence}"}},
-        "SizeBytes": 42,
-        "StreamViewType": view_type,
-    }
-    if new_image is not None:
-        dynamodb["NewImage"] = new_image
-    if old_image is not None:
-        dynamodb["OldImage"] = old_image
-    return {
-        "eventID": f"ev-{sequence}",
-        "eventName": event_name,
-        "eventVersion": "1.1",
-        "eventSource": "aws:dynamodb",
-        "awsRegion": "us-east-1",
-        "dynamodb": dynamodb,
-    }
+    """A raw stream record as the SDK returns it, from plain values (``worker.testing``)."""
+    record = make_kit_record(event_name, keys or {"id": f"item-{sequence}"}, new_image, old_image,
+                             sequence_number=sequence, view_type=view_type, event_id=f"ev-{sequence}")
+    return dict(record.raw)
 
 
 @dataclass

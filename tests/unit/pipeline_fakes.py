@@ -1,4 +1,4 @@
-"""An AWS-free harness for the processing engine (ShardPipeline + RouteDelivery + ProgressTracker).
+"""An AWS-free harness for the processing engine (ShardPipeline + RouteDelivery + ShardProgress).
 
 A :class:`Scenario` describes one shard: its records (partition keys, event names, which
 ones the reader skips), the routes (per-record or batch handlers, max_concurrency, retry policy) and,
@@ -6,7 +6,7 @@ per route and record, a failure :class:`Plan` the fake handlers follow. :class:`
 wires the real engine to fake handlers, an in-memory dead-letter destination and an
 observer, all of which report to a :class:`Ledger`.
 
-The ledger samples invariants *while* the engine runs (in handlers, in the ``on_finished``
+The ledger samples invariants *while* the engine runs (in handlers, in the progress's ``finish``
 hook, in the dead-letter destination). A handler or hook must not raise AssertionError (the
 engine would treat it as a handler failure, or crash a worker), so problems are collected in
 ``Ledger.violations`` and asserted at the end by the tests.
@@ -27,8 +27,9 @@ from worker.processing.delivery import BatchResult, DeliveryServices, RouteDeliv
 from worker.processing.key_scheduler import CallSlots, sleep_without_slots
 from worker.processing.pipeline import ShardPipeline
 from worker.processing.router import Route
-from worker.processing.tracker import ProgressTracker
+from worker.processing.progress import ShardProgress
 from worker.records import StreamRecord
+from worker.testing import make_record as make_kit_record
 
 TABLE = "orders"
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-01T00:00:00.000"
@@ -47,20 +48,15 @@ def sequence_of(index: int) -> str:
 def make_record(
     index: int, key: str, event: str = "INSERT", *, sort_key: bool = False, age_seconds: float = 0.0
 ) -> StreamRecord:
-    keys: dict[str, Any] = {HASH_KEY: {"S": key}}
+    keys: dict[str, Any] = {HASH_KEY: key}
     if sort_key:
-        keys["sk"] = {"N": str(index)}
-    raw = {
-        "eventID": f"ev-{index}",
-        "eventName": event,
-        "dynamodb": {
-            "Keys": keys,
-            "NewImage": {**keys, "n": {"N": str(index)}},
-            "SequenceNumber": sequence_of(index),
-            "ApproximateCreationDateTime": datetime.now(timezone.utc) - timedelta(seconds=age_seconds),
-        },
-    }
-    return StreamRecord(raw, table=TABLE, stream_arn=STREAM_ARN, shard_id=SHARD_ID)
+        keys["sk"] = index
+    image = {"n": index}
+    return make_kit_record(
+        event, keys, new_image=None if event == "REMOVE" else image, old_image=image if event == "REMOVE" else None,
+        table=TABLE, stream_arn=STREAM_ARN, shard_id=SHARD_ID, sequence_number=sequence_of(index),
+        created=datetime.now(timezone.utc) - timedelta(seconds=age_seconds), event_id=f"ev-{index}",
+    )
 
 
 async def fast_sleep(_delay: float) -> None:
@@ -145,7 +141,7 @@ class Ledger:
         self.records = records
         self.routes_of = routes_of
         self.position = {r.sequence_number: i for i, r in enumerate(records)}
-        self.tracker: ProgressTracker | None = None
+        self.progress: ShardProgress | None = None
         self.calls: Counter[tuple[str, int]] = Counter()     # times passed to the handler
         self.handled: Counter[tuple[str, int]] = Counter()   # successful calls
         self.parked: Counter[tuple[str, int]] = Counter()    # letters stored
@@ -178,8 +174,8 @@ class Ledger:
         self.violations.append(message)
 
     def checkpoint_index(self) -> int:
-        assert self.tracker is not None
-        up_to = self.tracker.finished_up_to
+        assert self.progress is not None
+        up_to = self.progress.finished_up_to
         return -1 if up_to is None else self.position[up_to]
 
     def earlier_same_key(self, route: str, index: int) -> list[int]:
@@ -303,9 +299,9 @@ class Ledger:
                     assert self.calls[(route, i)] == 0 and self.finished[(route, i)] == 0
                 assert self.observed[(route, i, "ok")] == handled, f"{route}: #{i} observed ok != handled"
                 assert self.observed[(route, i, "dead_lettered")] == parked, f"{route}: #{i} observed parks"
-        assert self.tracker is not None
-        assert self.tracker.finished_up_to == self.records[-1].sequence_number
-        assert self.tracker.idle and len(self.tracker) == 0
+        assert self.progress is not None
+        assert self.progress.finished_up_to == self.records[-1].sequence_number
+        assert self.progress.idle and self.progress.in_flight == 0
 
 
 # -- fakes ---------------------------------------------------------------------------------
@@ -470,8 +466,8 @@ class Harness:
                        for spec in scenario.routes]
         self.dead_letters = (FakeDeadLetters(self.ledger, scenario.dead_letter_failures)
                              if scenario.dead_letters else None)
-        self.tracker = ProgressTracker()
-        self.ledger.tracker = self.tracker
+        self.progress = ShardProgress()
+        self.ledger.progress = self.progress
         self.failures = 0
         self.services = DeliveryServices(
             publisher=None,  # type: ignore[arg-type]
@@ -483,27 +479,17 @@ class Harness:
         self.pipeline = ShardPipeline(
             routes_for=lambda record: [r for r in self.routes if r.matches(record)],
             delivery_for=self._delivery_for,
-            tracker=self.tracker,
+            progress=self.progress,
             max_in_flight=scenario.max_in_flight,
             hash_key=HASH_KEY,
             stream_label=TABLE,
             call_slots=None if scenario.call_slots is None else CallSlots(scenario.call_slots),
         )
 
-    def _on_failure(self) -> None:
-        self.failures += 1
-
     def _delivery_for(self, route: Route) -> RouteDelivery:
-        spec = self.specs[route.name]
-
-        def on_finished(record: StreamRecord) -> None:
-            self.ledger.on_finished(route.name, record, ordered=spec.ordered)
-            self.pipeline.on_finished(record)
-            self.ledger.check_checkpoint(f"{route.name} on_finished")
-
         return RouteDelivery(
-            route, self.services, self.dead_letters,  # type: ignore[arg-type]
-            on_finished=on_finished, on_failure=self._on_failure, sleep=fast_sleep,
+            route, self.services, self.dead_letters,
+            progress=_WatchedProgress(self, route.name), sleep=fast_sleep,  # type: ignore[arg-type]
         )
 
     async def feed(self, *, throttle: bool = True) -> None:
@@ -531,3 +517,23 @@ class Harness:
         async with asyncio.timeout(timeout):
             while not condition():
                 await asyncio.sleep(0)
+
+
+class _WatchedProgress:
+    """What one route's delivery sees as the shard's progress: the harness's ShardProgress,
+    with the ledger told (and the checkpoint invariant sampled) around every call."""
+
+    def __init__(self, harness: Harness, route: str) -> None:
+        self._harness = harness
+        self._route = route
+        self._ordered = harness.specs[route].ordered
+
+    def finish(self, record: StreamRecord) -> None:
+        ledger = self._harness.ledger
+        ledger.on_finished(self._route, record, ordered=self._ordered)
+        self._harness.progress.finish(record)
+        ledger.check_checkpoint(f"{self._route} finish")
+
+    def failing(self) -> None:
+        self._harness.failures += 1
+        self._harness.progress.failing()

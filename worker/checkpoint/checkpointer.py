@@ -12,7 +12,7 @@ import structlog
 from worker.errors import LeaseLostError
 from worker.leases.model import Lease
 from worker.leases.table import LeaseTable
-from worker.observability import metrics
+from worker.observability import metrics, tracing
 
 log = structlog.get_logger(__name__)
 
@@ -38,7 +38,8 @@ class Checkpointer:
             return False
         assert sequence_number is not None
         try:
-            await self._table.checkpoint(self.lease, sequence_number)
+            with tracing.checkpoint(self._label, self.lease.shard_id, sequence_number):
+                await self._table.checkpoint(self.lease, sequence_number)
         except LeaseLostError:
             metrics.checkpoints.labels(self._label, "lease_lost").inc()
             raise

@@ -1,13 +1,13 @@
 """Dead letters: parking records a route could not process, with everything to replay them.
 
-Nothing here imports :mod:`worker.config` or :mod:`worker.aws` at run time, because
-:mod:`worker.config` imports :mod:`worker.deadletter.config` (and so this package).
+The destinations' settings (:class:`DeadLetterConfig`) live with the rest of the config in
+:mod:`worker.config`; they are re-exported here for handler authors and tools.
 """
 
 from __future__ import annotations
 
+from worker.config import DeadLetterConfig
 from worker.deadletter.base import DeadLetterDestination, DeadLetterSource, Parked
-from worker.deadletter.config import DeadLetterConfig
 from worker.deadletter.dynamodb import DynamoDbDeadLetters
 from worker.deadletter.errors import DeadLetterDecodeError, DeadLetterTooLarge
 from worker.deadletter.factory import build_dead_letter_source, build_dead_letters

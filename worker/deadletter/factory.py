@@ -1,23 +1,15 @@
-"""Builds dead-letter destinations and replay sources from config and shared clients.
-
-``AwsClients`` is imported for type checking only: :mod:`worker.aws` imports
-:mod:`worker.config`, which imports this package, so a runtime import would be a cycle.
-"""
+"""Builds dead-letter destinations and replay sources from config and shared clients."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from worker.aws import AwsClients
+from worker.config import DeadLetterConfig
 from worker.deadletter.base import DeadLetterDestination, DeadLetterSource
-from worker.deadletter.config import DeadLetterConfig
 from worker.deadletter.dynamodb import DynamoDbDeadLetters
 from worker.deadletter.jsonl import JsonlDeadLetters
 from worker.deadletter.sns import REPLAY_HINT, SnsDeadLetters
 from worker.deadletter.sqs import SqsDeadLetters
 from worker.errors import ConfigError
-
-if TYPE_CHECKING:
-    from worker.aws import AwsClients
 
 Store = SqsDeadLetters | SnsDeadLetters | DynamoDbDeadLetters | JsonlDeadLetters
 

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal, get_args
 
-from worker.deadletter import codec
+import worker.deadletter.codec as codec
 from worker.deadletter.errors import DeadLetterDecodeError
 from worker.records import StreamRecord
+from worker.tracebacks import format_traceback
 
 ErrorClass = Literal["permanent", "retryable", "exhausted", "record_too_old"]
 ERROR_CLASSES: frozenset[str] = frozenset(get_args(ErrorClass))
@@ -49,6 +50,8 @@ _FIELDS = {
     "dead_lettered_at": "deadLetteredAt",
     "worker_id": "workerId",
 }
+# Added after version 1 shipped: optional when reading, so older letters still decode.
+_OPTIONAL_FIELDS = {"traceback": "traceback"}
 
 
 def dead_letter_id(stream_arn: str, shard_id: str, sequence_number: str, route: str) -> str:
@@ -88,9 +91,11 @@ class DeadLetter:
     last_failure_at: str
     dead_lettered_at: str
     worker_id: str
+    traceback: str = ""
+    """The bounded traceback of the last failure (file and line of the handler's code)."""
 
     def __post_init__(self) -> None:
-        for name in _FIELDS:
+        for name in (*_FIELDS, *_OPTIONAL_FIELDS):
             if name != "attempts" and not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a str, not {type(getattr(self, name)).__name__}")
         if self.error_class not in ERROR_CLASSES:
@@ -135,6 +140,7 @@ class DeadLetter:
             last_failure_at=moment,
             dead_lettered_at=moment,
             worker_id=worker_id,
+            traceback=format_traceback(error) if error.__traceback__ is not None else "",
         )
 
     def to_stream_record(self) -> StreamRecord:
@@ -144,7 +150,7 @@ class DeadLetter:
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready form (camelCase keys, the record encoded losslessly)."""
         data: dict[str, Any] = {"version": FORMAT_VERSION, "record": codec.encode(self.record)}
-        for name, key in _FIELDS.items():
+        for name, key in (*_FIELDS.items(), *_OPTIONAL_FIELDS.items()):
             data[key] = getattr(self, name)
         return data
 
@@ -165,7 +171,8 @@ class DeadLetter:
             record = codec.decode(data["record"])
             if not isinstance(record, dict):
                 raise DeadLetterDecodeError("the dead letter's record is not an object")
-            return cls(record=record, **{name: data[key] for name, key in _FIELDS.items()})
+            optional = {name: data[key] for name, key in _OPTIONAL_FIELDS.items() if key in data}
+            return cls(record=record, **{name: data[key] for name, key in _FIELDS.items()}, **optional)
         except (ValueError, TypeError, AttributeError) as exc:
             if isinstance(exc, DeadLetterDecodeError):
                 raise

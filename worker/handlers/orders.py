@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from worker.aws_errors import is_conditional_check_failed
 from worker.errors import PermanentError
+from worker.idempotency import update_if
 from worker.processing.context import HandlerContext
 from worker.publishing.events import Event
+from worker.publishing.none import publishes_events
 from worker.records import StreamRecord
 
 SHIPMENT_REQUESTED = "ShipmentRequested"
@@ -29,25 +28,25 @@ def _order_id(record: StreamRecord) -> Any:
     return order_id
 
 
+@publishes_events
 async def process_order(record: StreamRecord, ctx: HandlerContext) -> None:
     order_id = _order_id(record)
     orders = await ctx.table(ctx.options.get("orders_table", "orders"))
-    try:
-        await orders.update_item(
-            Key={"orderId": order_id},
-            UpdateExpression="SET #status = :processing, processingStartedAt = :at",
-            ConditionExpression="#status = :new",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues={
-                ":processing": "PROCESSING",
-                ":new": "NEW",
-                ":at": record.approximate_creation_time.isoformat() if record.approximate_creation_time else "",
-            },
-        )
+    processing = await update_if(
+        orders,
+        Key={"orderId": order_id},
+        UpdateExpression="SET #status = :processing, processingStartedAt = :at",
+        ConditionExpression="#status = :new",
+        ExpressionAttributeNames={"#status": "status"},
+        ExpressionAttributeValues={
+            ":processing": "PROCESSING",
+            ":new": "NEW",
+            ":at": record.approximate_creation_time.isoformat() if record.approximate_creation_time else "",
+        },
+    )
+    if processing:
         ctx.log.info("set order processing", order_id=str(order_id))
-    except ClientError as exc:
-        if not is_conditional_check_failed(exc):
-            raise
+    else:
         current = (await orders.get_item(Key={"orderId": order_id}, ConsistentRead=True)).get("Item")
         if current is None or current.get("status") != "PROCESSING":
             # Deleted, cancelled or moved on by someone else: nothing to ship from here.

@@ -6,10 +6,8 @@ event finds it and does nothing. The chain ends here: no further event is publis
 
 from __future__ import annotations
 
-from botocore.exceptions import ClientError
-
-from worker.aws_errors import is_conditional_check_failed
 from worker.errors import PermanentError
+from worker.idempotency import put_if_absent
 from worker.processing.context import HandlerContext
 from worker.records import StreamRecord
 
@@ -25,19 +23,14 @@ async def dispatch_shipment(record: StreamRecord, ctx: HandlerContext) -> None:
         shape = sorted(payload) if isinstance(payload, dict) else f"a {type(payload).__name__} payload"
         raise PermanentError(f"event {event.get('eventId')!r} is not a shipment request: {shape}")
     shipments = await ctx.table(ctx.options.get("shipments_table", "shipments"))
-    try:
-        await shipments.put_item(
-            Item={
-                "orderId": order_id,
-                "status": "DISPATCHED",
-                "requestEventId": event.get("eventId"),
-                "correlationId": event.get("correlationId"),
-                "requestedAt": event.get("time"),
-            },
-            ConditionExpression="attribute_not_exists(orderId)",
-        )
+    item = {
+        "orderId": order_id,
+        "status": "DISPATCHED",
+        "requestEventId": event.get("eventId"),
+        "correlationId": event.get("correlationId"),
+        "requestedAt": event.get("time"),
+    }
+    if await put_if_absent(shipments, item, "orderId"):
         ctx.log.info("dispatch shipment", order_id=str(order_id))
-    except ClientError as exc:
-        if not is_conditional_check_failed(exc):
-            raise
+    else:
         ctx.log.info("skip shipment already dispatched", order_id=str(order_id))

@@ -36,6 +36,7 @@ from worker.leases.model import Lease, WorkerBeat
 from worker.leases.table import LeaseTable
 from worker.observability import metrics
 from worker.retry import call_aws
+from worker.supervision import sleep_until_stopped
 
 log = structlog.get_logger(__name__)
 
@@ -131,10 +132,7 @@ class LeaseCoordinator:
             left = self._until_fence()
             if left is not None:
                 wait = min(wait, left)  # wake up at the deadline at the latest, to fence on time
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=wait)
-            except TimeoutError:
-                pass
+            await sleep_until_stopped(stop, wait)
 
     # -- observing other workers -------------------------------------------------------
 
@@ -245,6 +243,10 @@ class LeaseCoordinator:
         self._log.info("take lease", shard=lease.shard_id, previous_owner=lease.owner, counter=result.counter,
                        how=event)
         self.held[result.key] = result
+        # Synchronously, here in the taker, with no await between the write's result and
+        # the call: the shard's consumer starts in the same step in which the lease is
+        # recorded as held, so a heartbeat or fencing pass (which may run at any await of
+        # this loop) never sees a held lease without its consumer, or the other way round.
         self._on_acquired(result)
         return result
 
@@ -275,10 +277,7 @@ class LeaseCoordinator:
                 await self.poll_workers()
                 if self._scan_due():
                     await self.take_pass()
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=self._config.poll_interval_seconds)
-            except TimeoutError:
-                pass
+            await sleep_until_stopped(stop, self._config.poll_interval_seconds)
 
     def request_scan(self) -> None:
         """New leases exist (discovery): look at them at the next poll."""

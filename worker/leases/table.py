@@ -33,10 +33,8 @@ class LeaseTable:
         self._resource = resource
         self.name = table_name
         self._table: Any = None
-        self.writes = 0  # every write issued, for the write-cost benchmark
 
     def _count_write(self, operation: str) -> None:
-        self.writes += 1
         metrics.lease_table_writes.labels(operation).inc()
 
     async def _t(self) -> Any:

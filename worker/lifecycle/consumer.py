@@ -10,10 +10,15 @@ States and the transitions allowed between them::
 * WAITING_ON_PARENTS: a child shard starts only after every parent's lease says
   ``SHARD_END`` (a parent without a lease row is done: see docs/leases.md), so records of
   one key are handled in stream order across splits.
-* PROCESSING: pages are read in order and fed to the :class:`ShardPipeline` (route lanes,
-  per-key order); a checkpoint loop writes the end of the finished prefix every
-  ``processing.checkpoint_interval_seconds``, and at once when a record starts failing,
-  so a restart does not redo what was finished before it.
+* PROCESSING: pages are read in order and fed to the :class:`ShardPipeline` (a key
+  scheduler per route: one key in order, other keys concurrently) that the processing
+  engine gives this shard. The consumer owns the
+  shard's :class:`ShardProgress`: the pipeline and its deliveries report finished records
+  and failing calls to it, and the checkpoint loop writes the end of the finished prefix
+  every ``processing.checkpoint_interval_seconds``, and at once when a record starts
+  failing, so a restart does not redo what was finished before it.
+* LEASE_LOST: also entered from outside, by :meth:`ShardConsumer.lose`, when the lease
+  coordinator sees the lease taken (the supervisor then cancels the consumer's task).
 * SHARD_END: the lease records ``SHARD_END`` and the child shard ids, and is given up.
 """
 
@@ -22,13 +27,12 @@ from __future__ import annotations
 import asyncio
 import enum
 from datetime import datetime
-from dataclasses import dataclass
-from typing import Awaitable, Callable, TypeVar
+from typing import Awaitable, Protocol, TypeVar
 
 import structlog
 from botocore.exceptions import ClientError
 
-from worker.aws import error_code
+from worker.aws_errors import error_code
 from worker.checkpoint.checkpointer import Checkpointer
 from worker.config import Config, StreamSettings
 from worker.errors import LeaseLostError, ShardGoneError, TrimmedDataError
@@ -36,10 +40,13 @@ from worker.leases.model import Lease
 from worker.leases.table import LeaseTable
 from worker.observability import metrics
 from worker.processing.pipeline import ShardPipeline
+from worker.processing.progress import ShardProgress
 from worker.records import StreamRecord
 from worker.retrieval.idle_budget import IdlePollBudget
 from worker.retrieval.reader import TRIM_HORIZON, ShardReader, StartPosition
 from worker.retry import call_aws
+from worker.shards.discovery import describe_shards
+from worker.supervision import sleep_until_stopped
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -70,14 +77,16 @@ _ALLOWED: dict[ConsumerState, frozenset[ConsumerState]] = {
 }
 
 
-@dataclass(frozen=True)
-class ShardTopology:
-    """What the consumer needs to know of the stream's shard graph."""
+class ShardLineage(Protocol):
+    """What the consumer needs to know of the stream's shard graph (the stream catalog)."""
 
-    children_of: Callable[[str, str], Awaitable[list[str]]]  # (stream_arn, shard_id)
+    async def children_of(self, stream_arn: str, shard_id: str) -> list[str]: ...
 
 
-PipelineFactory = Callable[[Lease, Callable[[], None]], ShardPipeline]
+class PipelineSource(Protocol):
+    """Gives a shard its pipeline, reporting to the shard's progress (the processing engine)."""
+
+    def pipeline_for(self, lease: Lease, progress: ShardProgress) -> ShardPipeline: ...
 
 
 class ShardConsumer:
@@ -87,8 +96,8 @@ class ShardConsumer:
         *,
         streams_client: object,
         lease_table: LeaseTable,
-        make_pipeline: PipelineFactory,
-        topology: ShardTopology,
+        pipelines: PipelineSource,
+        lineage: ShardLineage,
         config: Config,
         stream: StreamSettings,
         idle_budget: IdlePollBudget | None = None,
@@ -98,14 +107,13 @@ class ShardConsumer:
         self.state = ConsumerState.INITIALIZING
         self._streams = streams_client
         self._leases = lease_table
-        self._make_pipeline = make_pipeline
-        self._topology = topology
+        self._pipelines = pipelines
+        self._lineage = lineage
         self._config = config
         self._stream = stream
         self._checkpointer = Checkpointer(lease_table, lease, lease.table)
         self._pipeline: ShardPipeline | None = None
-        self._checkpoint_now = asyncio.Event()
-        self._progressed = asyncio.Event()
+        self.progress = ShardProgress()
         self.reader: ShardReader | None = None
         self._log = log.bind(stream=lease.table, shard=lease.shard_id)
 
@@ -157,11 +165,20 @@ class ShardConsumer:
             raise
         return self.state
 
+    @property
+    def checkpointed(self) -> str | None:
+        """The last sequence number this consumer wrote (or the lease's at the start)."""
+        return self._checkpointer.checkpointed
+
+    def lose(self) -> None:
+        """The lease was taken by another worker (fenced): the caller cancels the run."""
+        if self.state not in (ConsumerState.LEASE_LOST, ConsumerState.SHARD_END, ConsumerState.SHUT_DOWN):
+            self._transition(ConsumerState.LEASE_LOST)
+
     def _on_lease_lost(self) -> None:
         metrics.lease_events.labels("lost").inc()
         self._log.warning("stop shard on lost lease", checkpoint=self._checkpointer.checkpointed)
-        if self.state not in (ConsumerState.LEASE_LOST, ConsumerState.SHARD_END, ConsumerState.SHUT_DOWN):
-            self._transition(ConsumerState.LEASE_LOST)
+        self.lose()
 
     async def _parent_done(self, parent_id: str) -> bool:
         parent = await call_aws("GetItem", self._leases.get_lease, self.lease.stream_arn, parent_id)
@@ -178,37 +195,27 @@ class ShardConsumer:
             if not waiting:
                 break
             self._log.debug("wait on parent shards", parents=waiting)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=self._config.reader.parent_poll_seconds)
+            if await sleep_until_stopped(stop, self._config.reader.parent_poll_seconds):
                 return False
-            except TimeoutError:
-                continue
         return not stop.is_set()
 
     async def _save_progress(self) -> None:
-        if self._pipeline is not None:
-            await self._checkpointer.checkpoint(self._pipeline.tracker.finished_up_to)
-
-    def _request_checkpoint(self) -> None:
-        self._checkpoint_now.set()
-        self._progressed.set()
-
-    def _mark_progress(self) -> None:
-        self._progressed.set()
+        await self._checkpointer.checkpoint(self.progress.finished_up_to)
 
     async def _checkpoint_loop(self) -> None:
         """Write the finished prefix at most every ``checkpoint_interval_seconds``, and only
         after progress: an idle shard's loop sleeps on an event and costs nothing."""
         interval = self._config.processing.checkpoint_interval_seconds
+        moved, urgent = self.progress.moved, self.progress.urgent
         while True:
-            await self._progressed.wait()
-            self._progressed.clear()
-            if not self._checkpoint_now.is_set():
+            await moved.wait()
+            moved.clear()
+            if not urgent.is_set():
                 try:  # gather more progress into one write, unless asked to write now
-                    await asyncio.wait_for(self._checkpoint_now.wait(), timeout=interval)
+                    await asyncio.wait_for(urgent.wait(), timeout=interval)
                 except TimeoutError:
                     pass
-            self._checkpoint_now.clear()
+            urgent.clear()
             # Throttling, 5xx and resets are retried here: they must not end the loop. Any
             # other error (LeaseLostError: fenced; AccessDenied) ends it, and _wait raises it
             # in the consumer, which stops the shard or fails like a processing error.
@@ -224,8 +231,7 @@ class ShardConsumer:
             config=self._config.reader,
             budget=self._idle_budget,
         )
-        self._pipeline = self._make_pipeline(self.lease, self._request_checkpoint)
-        self._pipeline.progress_listener = self._mark_progress
+        self._pipeline = self._pipelines.pipeline_for(self.lease, self.progress)
         self._log.info("start shard", position=str(self.reader.position))
         checkpointing = asyncio.create_task(self._checkpoint_loop(), name=f"checkpoint:{self.lease.shard_id}")
         try:
@@ -242,7 +248,7 @@ class ShardConsumer:
             await self._pipeline.close()
         await self._save_progress()
         if shard_end:
-            children = await self._topology.children_of(self.lease.stream_arn, self.lease.shard_id)
+            children = await self._lineage.children_of(self.lease.stream_arn, self.lease.shard_id)
             await self._checkpointer.finish(children)
             metrics.lease_events.labels("finished").inc()
             self._log.info("finish shard", children=children)
@@ -256,8 +262,6 @@ class ShardConsumer:
         trimmed data, all of it. Restarting the consumer would fail the same way forever, and
         the children would wait forever on this unfinished lease; so by the trimmed-data
         policy the shard ends here (its children start) or is held stopped."""
-        from worker.shards.discovery import describe_shards
-
         try:
             graph = await describe_shards(self._streams, self.lease.stream_arn)
         except ClientError as exc:
@@ -308,8 +312,10 @@ class ShardConsumer:
                     raw, table=self.lease.table, stream_arn=self.lease.stream_arn, shard_id=self.lease.shard_id
                 )
                 if skip_before is not None:
-                    created = record.approximate_creation_time
-                    if created is not None and created < skip_before:
+                    # Skip only what was surely created before the mark: a coarse timestamp
+                    # (whole minutes on DynamoDB Local) keeps the record.
+                    created = record.latest_creation_epoch
+                    if created is not None and created < skip_before.timestamp():
                         pipeline.skip(record)
                         continue
                     skip_before = None  # stream order: everything after is newer

@@ -1,6 +1,7 @@
 """`stream-worker demo`: the seed's order -> shipment chain, for real, on the local endpoint.
 
-Starts an embedded moto server, creates the tables, runs the worker in this process,
+Starts an embedded moto server (or, with ``--endpoint dynamodb-local``, AWS's DynamoDB
+Local, installed on first use: worker/local/dynamodb_local.py), creates the tables, runs the worker in this process,
 writes sample orders and prints the chain like the seed's execution table. Exits 0 when
 every order reached its end state (status PROCESSING, shipment DISPATCHED, one event).
 """
@@ -11,12 +12,13 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from worker.app import App
 from worker.aws import AwsClients
 from worker.config import Config, load_config
-from worker.local.moto_endpoint import EmbeddedMoto
+from worker.local.dynamodb_local import DynamoDBLocal
+from worker.local.moto_endpoint import EmbeddedMoto, point_aws_at
 from worker.local.tables import create_tables
 from worker.records import StreamRecord
 
@@ -75,11 +77,30 @@ def _done(entry: dict[str, Any]) -> bool:
     )
 
 
-async def run_demo(config_path: str | Path, orders: int, timeout: float) -> int:
-    endpoint = EmbeddedMoto().start()
+DemoEndpoint = Literal["moto", "dynamodb-local"]
+DEMO_ENDPOINTS: tuple[DemoEndpoint, ...] = ("moto", "dynamodb-local")
+
+
+class _LocalEndpoint(Protocol):
+    url: str
+
+    def stop(self) -> None: ...
+
+
+def _start_endpoint(name: DemoEndpoint) -> _LocalEndpoint:
+    if name == "moto":
+        return EmbeddedMoto().start()
+    local = DynamoDBLocal().start()  # DynamoDBLocalUnavailable says what is missing
+    point_aws_at(local.url)
+    return local
+
+
+async def run_demo(config_path: str | Path, orders: int, timeout: float, endpoint_name: DemoEndpoint = "moto") -> int:
+    endpoint = _start_endpoint(endpoint_name)
     try:
         config = load_config(config_path)
-        print(f"local endpoint: moto server at {endpoint.url}")
+        what = "moto server" if endpoint_name == "moto" else "DynamoDB Local"
+        print(f"local endpoint: {what} at {endpoint.url}")
         clients = AwsClients(config.aws)
         try:
             created = await create_tables(config, clients)

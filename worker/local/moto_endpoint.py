@@ -8,6 +8,22 @@ import socket
 from typing import Any
 
 
+def point_aws_at(url: str) -> None:
+    """Point this process's AWS settings at a local endpoint. Fake credentials: the local
+    endpoints accept anything, and no real account is touched."""
+    os.environ.update(
+        {
+            "AWS_ENDPOINT_URL": url,
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+            "AWS_REGION": os.environ.get("AWS_REGION", "us-east-1"),
+            "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        }
+    )
+    os.environ.pop("AWS_SESSION_TOKEN", None)
+    os.environ.pop("AWS_PROFILE", None)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -30,18 +46,7 @@ class EmbeddedMoto:
         # moto's werkzeug logs every request at INFO: keep the demo's output readable.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._server.start()
-        # Fake credentials: the local endpoint accepts anything, and no real account is touched.
-        os.environ.update(
-            {
-                "AWS_ENDPOINT_URL": self.url,
-                "AWS_ACCESS_KEY_ID": "local",
-                "AWS_SECRET_ACCESS_KEY": "local",
-                "AWS_REGION": os.environ.get("AWS_REGION", "us-east-1"),
-                "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-            }
-        )
-        os.environ.pop("AWS_SESSION_TOKEN", None)
-        os.environ.pop("AWS_PROFILE", None)
+        point_aws_at(self.url)
         return self
 
     def stop(self) -> None:

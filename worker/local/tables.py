@@ -10,7 +10,8 @@ from typing import Any
 import structlog
 from botocore.exceptions import ClientError
 
-from worker.aws import AwsClients, error_code
+from worker.aws import AwsClients
+from worker.aws_errors import error_code
 from worker.config import Config
 from worker.leases.table import LeaseTable
 

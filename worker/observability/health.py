@@ -1,4 +1,8 @@
-"""One small HTTP server: ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz``."""
+"""One small HTTP server: ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz``.
+
+``/metrics`` answers in the format the scraper asks for (``Accept``): the OpenMetrics text
+format carries the histograms' exemplars (trace ids, worker/observability/tracing.py), the
+classic Prometheus text format, the default, cannot."""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ from typing import Callable
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
 
 log = structlog.get_logger(__name__)
 
@@ -24,8 +29,8 @@ class HealthServer:
         self.port: int | None = None
 
     async def _metrics(self, request: web.Request) -> web.Response:
-        body = generate_latest()
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encode(REGISTRY), headers={"Content-Type": content_type})
 
     async def _healthz(self, request: web.Request) -> web.Response:
         ok = self._alive()

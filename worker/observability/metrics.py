@@ -56,6 +56,13 @@ get_records_latency = Histogram(
 )
 iterators_expired = Counter(f"{NS}_iterator_expired_total", "Shard iterators renewed after expiry", ["stream"])
 trimmed_data = Counter(f"{NS}_trimmed_data_total", "TrimmedDataAccessException events", ["stream"])
+# Kept apart from trimmed_data (which the TrimmedData alert watches): met while reading from
+# TRIM_HORIZON, where nothing can have been lost, so it is retried quietly.
+trimmed_at_horizon = Counter(
+    f"{NS}_trimmed_at_horizon_total",
+    "TrimmedDataAccessException met while reading from TRIM_HORIZON (nothing lost; iterator renewed)",
+    ["stream"],
+)
 aws_retries = Counter(
     f"{NS}_aws_retries_total",
     "AWS calls retried after throttling, 5xx or connection errors (GetRecords + LimitExceededException = throttled reads)",

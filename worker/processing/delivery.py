@@ -13,7 +13,8 @@ Failure policy, per route (``RetryConfig``):
 * a failed part of a batch waits out its back-off apart: the parts of other keys go on
   meanwhile, the later records of its keys wait with it (``deliver``'s ``key_of``), so a
   failure holds up only its own keys;
-* ``PermanentError`` skips the remaining attempts; ``max_attempts`` (calls) and
+* an error that is not retryable (``PermanentError``: its ``retryable`` is False) skips
+  the remaining attempts; ``max_attempts`` (calls) and
   ``max_record_age_seconds`` bound the rest. A record past a bound is written to the
   route's dead-letter destination with everything needed to replay it. Without a
   destination the bounds cannot be set (config check) and a record is retried until it
@@ -26,38 +27,32 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timezone
 from types import SimpleNamespace
-from typing import Any, Awaitable, Callable, Hashable, Iterable, Protocol
+from typing import Awaitable, Callable, Hashable, Iterable
 
 import structlog
 from tenacity import wait_exponential_jitter
 
 from worker.deadletter import DeadLetter, DeadLetterDestination, DeadLetterTooLarge
-from worker.errors import PermanentError, RetryableError
-from worker.observability import metrics
-from worker.processing.context import HandlerContext, TableProvider
-from worker.processing.watchdog import HandlerTimeout, Watchdog
+from worker.errors import PermanentError, RetryableError, is_retryable
+from worker.observability import metrics, tracing
+from worker.processing.context import BatchResult
+from worker.processing.invocation import DeliveryServices, HandlerInvoker, ProcessingObserver
+from worker.processing.key_scheduler import record_finished
+from worker.processing.progress import ShardProgress
 from worker.processing.router import Route
-from worker.publishing.base import Publisher
 from worker.records import StreamRecord
+from worker.tracebacks import TracebackGate, failure_site, format_traceback
+
+__all__ = ["BatchResult", "DeliveryServices", "ProcessingObserver", "RecordTooOld", "ReportedFailure", "RouteDelivery"]
 
 log = structlog.get_logger(__name__)
 
-
-class ProcessingObserver(Protocol):
-    """Told about every handler outcome (demo trace, tests). Must not raise or block.
-    ``outcome`` is ``ok``, ``error`` or ``dead_lettered``."""
-
-    def __call__(self, record: StreamRecord, route: str, outcome: str, started: float, ended: float) -> None: ...
-
-
-@dataclass(frozen=True)
-class BatchResult:
-    """What a batch handler may return: the records (or sequence numbers) that failed."""
-
-    failed: tuple[StreamRecord | str, ...] = ()
+# Shared by every route of the process: one poison record logs its traceback on its first
+# failure and then at most once a minute, while the one-line summary logs every retry.
+_tracebacks = TracebackGate(interval=60.0)
 
 
 class ReportedFailure(RetryableError):
@@ -68,17 +63,6 @@ class RecordTooOld(PermanentError):
     """The record is older than the route's ``max_record_age_seconds``."""
 
 
-@dataclass
-class DeliveryServices:
-    """What every route of a worker shares."""
-
-    publisher: Publisher
-    tables: TableProvider
-    config: Any
-    worker_id: str
-    observers: list[ProcessingObserver]
-
-
 class RouteDelivery:
     def __init__(
         self,
@@ -86,21 +70,18 @@ class RouteDelivery:
         services: DeliveryServices,
         dead_letters: DeadLetterDestination | None,
         *,
-        on_finished: Callable[[StreamRecord], None],
-        on_failure: Callable[[], None] = lambda: None,
+        progress: ShardProgress,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.route = route
         self._services = services
         self._dead_letters = dead_letters
-        self._on_finished = on_finished
-        self._on_failure = on_failure
+        self._progress = progress  # the shard's: told of every finished record and failed call
         self._sleep = sleep
+        self._batch = route.is_batch
+        # How this route's handler is called (its context too: worker.testing builds contexts from it).
+        self.invoker = HandlerInvoker(route, services, log.bind(route=route.name, stream=route.table))
         # Resolved once: a labels() lookup per record is a measurable share of a no-op delivery.
-        self._log = log.bind(route=route.name, stream=route.table)
-        # A watchdog serves one call at a time; concurrent calls (different keys) each take
-        # an idle one, so there are as many as calls ever ran at once.
-        self._idle_watchdogs: list[Watchdog] = []
         self._handled = {outcome: metrics.records_handled.labels(route.table, route.name, outcome)
                          for outcome in ("ok", "error")}
         self._duration = metrics.handler_duration.labels(route.name)
@@ -121,7 +102,7 @@ class RouteDelivery:
         limit = self.route.retry.max_record_age_seconds
         if limit < 0 or self._dead_letters is None:
             return False
-        created = record.approximate_creation_epoch
+        created = record.latest_creation_epoch  # a coarse timestamp must not park a fresh record
         return created is not None and time.time() - created > limit
 
     def _out_of_attempts(self, attempts: int) -> bool:
@@ -129,17 +110,17 @@ class RouteDelivery:
         return self._dead_letters is not None and limit != -1 and attempts >= limit
 
     def _parks_permanent(self, error: BaseException) -> bool:
-        return self._dead_letters is not None and isinstance(error, PermanentError)
+        return self._dead_letters is not None and not is_retryable(error)
 
-    def _context(self, record: StreamRecord | None) -> HandlerContext:
-        return HandlerContext(
-            route=self.route.name,
-            options=self.route.options,
-            publisher=self._services.publisher,
-            config=self._services.config,
-            log=self._log if record is None else _RecordLog(self._log, record),
-            _tables=self._services.tables,
-        )
+    def _failure_details(self, record: StreamRecord, error: BaseException) -> dict[str, str]:
+        """``at`` (the failing line) always; ``traceback`` when the gate lets it through.
+        Nothing for failures that were never raised (a batch handler's reported records)."""
+        if error.__traceback__ is None:
+            return {}
+        details = {"at": failure_site(error)}
+        if _tracebacks.allow((self.route.name, record.shard_id, record.sequence_number)):
+            details["traceback"] = format_traceback(error)
+        return details
 
     def _observe(self, records: Iterable[StreamRecord], outcome: str, started: float, ended: float) -> None:
         for record in records:
@@ -147,32 +128,33 @@ class RouteDelivery:
                 observer(record, self.route.name, outcome, started, ended)
 
     def _finish(self, record: StreamRecord) -> None:
-        self._on_finished(record)
+        self._progress.finish(record)
+        if self._batch:
+            # Inside a key scheduler's batch call: the record's key goes back as soon as all
+            # of its records in the batch are finished, not when the whole batch is.
+            record_finished(record)
 
-    async def _invoke(self, call: Awaitable[Any], records: list[StreamRecord]) -> Any:
-        route = self.route
+    async def _invoke(self, records: list[StreamRecord], attempt: int) -> tuple[list[StreamRecord], float]:
+        """Call the handler once (the ``attempt``-th time for these records; see
+        HandlerInvoker); return what a batch handler reported as failed and when the call
+        started. A call that raised is counted as an error."""
         started = time.monotonic()
         try:
-            if route.timeout_seconds is None:
-                result = await call
-            else:
-                watchdog = self._idle_watchdogs.pop() if self._idle_watchdogs else Watchdog()
-                try:
-                    result = await watchdog.run(call, route.timeout_seconds)
-                finally:
-                    self._idle_watchdogs.append(watchdog)
-        except HandlerTimeout:
-            self._record(records, "error", started)
-            raise RetryableError(f"handler timed out after {route.timeout_seconds} s") from None
+            with tracing.handler_call(self.route, records):
+                if self.route.is_batch:
+                    failed = await self.invoker.handle_batch(records, attempt)
+                else:
+                    await self.invoker.handle(records[0], attempt)
+                    failed = []
         except Exception:
             self._record(records, "error", started)
             raise
-        return result, started
+        return failed, started
 
     def _record(self, records: list[StreamRecord], outcome: str, started: float) -> None:
         ended = time.monotonic()
         self._handled[outcome].inc(len(records))
-        self._duration.observe(ended - started)
+        self._duration.observe(ended - started, tracing.exemplar())
         if outcome == "ok":
             created = records[-1].approximate_creation_epoch
             if created is not None:
@@ -190,11 +172,12 @@ class RouteDelivery:
         ``key_of`` (batch routes) names each record's partition key: a failed part waits
         out its back-off while the parts of other keys go on; without it every record
         counts as one key and the whole rest of the batch waits behind a failed part."""
-        if self.route.is_batch:
-            await self._deliver_batch(records, key_of or _one_key)
-        else:
-            for record in records:
-                await self._deliver_one(record)
+        with tracing.delivery(self.route, records):
+            if self.route.is_batch:
+                await self._deliver_batch(records, key_of or _one_key)
+            else:
+                for record in records:
+                    await self._deliver_one(record)
 
     async def _deliver_one(self, record: StreamRecord) -> None:
         attempts = 0
@@ -206,7 +189,7 @@ class RouteDelivery:
                 return
             attempts += 1
             try:
-                _, started = await self._invoke(self.route.handler(record, self._context(record)), [record])
+                _, started = await self._invoke([record], attempts)
             except Exception as exc:  # noqa: BLE001 - the policy below decides
                 first_failure = first_failure or datetime.now(timezone.utc)
                 if await self._after_failure([record], exc, attempts, {record.sequence_number: first_failure}):
@@ -230,31 +213,24 @@ class RouteDelivery:
         self, records: list[StreamRecord], error: BaseException, attempts: int, first: dict[str, datetime]
     ) -> float | None:
         """Park the records after a failed call (None), or the back-off before the next attempt."""
-        self._on_failure()
+        self._progress.failing()
         if self._parks_permanent(error) or self._out_of_attempts(attempts):
-            error_class = "permanent" if isinstance(error, PermanentError) else "exhausted"
+            error_class = "exhausted" if is_retryable(error) else "permanent"
             for record in records:
                 await self._park(record, error, error_class, attempts, first.get(record.sequence_number))
             return None
         delay = self._backoff(attempts)
         metrics.handler_retries.labels(self.route.name).inc(len(records))
-        level = "error" if isinstance(error, PermanentError) else "warning"
+        level = "warning" if is_retryable(error) else "error"
         getattr(log, level)(
             "retry failed handler", route=self.route.name, stream=self.route.table,
             shard=records[0].shard_id, seq=records[0].sequence_number, records=len(records),
             attempt=attempts, delay=round(delay, 3), error=type(error).__name__, detail=str(error)[:300],
+            **self._failure_details(records[0], error),
         )
         return delay
 
     # -- batches -------------------------------------------------------------------------
-
-    async def _call_batch(self, part: list[StreamRecord]) -> tuple[list[StreamRecord], float]:
-        result, started = await self._invoke(self.route.handler(list(part), self._context(None)), part)
-        failed_ids: set[str] = set()
-        items = result.failed if isinstance(result, BatchResult) else (result or ())
-        for item in items:
-            failed_ids.add(item.sequence_number if isinstance(item, StreamRecord) else str(item))
-        return [r for r in part if r.sequence_number in failed_ids], started
 
     async def _deliver_batch(self, batch: list[StreamRecord], key_of: Callable[[StreamRecord], Hashable]) -> None:
         attempts: dict[str, int] = {}
@@ -282,13 +258,14 @@ class RouteDelivery:
                 continue
             error: BaseException
             try:
-                failed, started = await self._call_batch(part)
+                attempt = 1 + max(attempts.get(r.sequence_number, 0) for r in part)
+                failed, started = await self._invoke(part, attempt)
                 error = ReportedFailure("reported failed by the batch handler")
             except Exception as exc:  # noqa: BLE001 - bisect or apply the policy below
                 if len(part) > 1 and self.route.retry.bisect_batch_on_error:
                     middle = len(part) // 2
                     queue[0:0] = [part[:middle], part[middle:]]
-                    self._on_failure()
+                    self._progress.failing()
                     continue
                 failed, error, started = part, exc, time.monotonic()
             done = [r for r in part if r not in failed]
@@ -344,9 +321,11 @@ class RouteDelivery:
                           attempt=tries, error=type(exc).__name__, detail=str(exc)[:300])
                 await self._sleep(self._backoff(tries))
         metrics.records_dead_lettered.labels(self.route.table, self.route.name, error_class).inc()
+        tracing.record_park(record, error_class, attempts, error)
         log.warning("park record in dead-letter destination", route=self.route.name, stream=self.route.table,
                     shard=record.shard_id, seq=record.sequence_number, error_class=error_class,
-                    attempts=attempts, error=type(error).__name__, detail=str(error)[:300])
+                    attempts=attempts, error=type(error).__name__, detail=str(error)[:300],
+                    at=failure_site(error))
         now = time.monotonic()
         self._observe([record], "dead_lettered", now, now)
         self._finish(record)
@@ -362,47 +341,3 @@ def _without_images(message: DeadLetter) -> DeadLetter:
     note = " [item images dropped: the letter exceeded the destination's size limit; full letter in the error log]"
     return replace(message, record=record, error_message=message.error_message + note)
 
-
-class _RecordLog:
-    """A handler's logger, bound to its record (shard, sequence number, correlation id) on
-    first use: most records are handled without a log line, and binding costs more than
-    the rest of a no-op delivery."""
-
-    __slots__ = ("_route_log", "_record", "_bound")
-
-    def __init__(self, route_log: Any, record: StreamRecord) -> None:
-        self._route_log = route_log
-        self._record = record
-        self._bound: Any = None
-
-    def _logger(self) -> Any:
-        if self._bound is None:
-            record = self._record
-            self._bound = self._route_log.bind(shard=record.shard_id, seq=record.sequence_number,
-                                               correlation_id=_correlation_id(record))
-        return self._bound
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):  # copy/pickle probes: not the logger's business
-            raise AttributeError(name)
-        return getattr(self._logger(), name)
-
-    def __copy__(self) -> Any:
-        return self._logger()
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
-        return self._logger()
-
-    def __repr__(self) -> str:
-        return repr(self._logger())
-
-
-def _correlation_id(record: StreamRecord) -> str:
-    """What ties log lines of one business flow together: an event's ``correlationId``
-    (outbox records), else the item's key values (an order's id)."""
-    raw_image = record.raw.get("dynamodb", {}).get("NewImage") or {}
-    typed = raw_image.get("correlationId")
-    if isinstance(typed, dict) and "S" in typed:
-        return str(typed["S"])
-    keys = record.raw.get("dynamodb", {}).get("Keys") or {}
-    return "/".join(str(next(iter(value.values()), "")) for value in keys.values() if isinstance(value, dict))

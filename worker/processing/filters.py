@@ -90,8 +90,8 @@ the record's own ``N`` strings. Invalid patterns raise
 from __future__ import annotations
 
 import abc
-
 import base64
+import difflib
 import operator
 import re
 from collections.abc import Callable, Mapping
@@ -100,7 +100,7 @@ from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
-__all__ = ["FilterPatternError", "RecordPredicate", "compile_filters", "compile_pattern"]
+__all__ = ["FilterPatternError", "RecordPredicate", "check_record_shape", "compile_filters", "compile_pattern"]
 
 RecordPredicate = Callable[[Mapping[str, Any]], bool]
 """A compiled pattern: takes one raw stream record, says whether it matches."""
@@ -512,15 +512,88 @@ def compile_pattern(pattern: Any, path: str = "filters[0]") -> Callable[[Mapping
     return matches
 
 
+# ---- the record's shape ---------------------------------------------------------------------
+
+# What a stream record holds, as Lambda's filters see it: a pattern key anywhere else can
+# never match, so it is a config error rather than a route that silently never fires.
+RECORD_KEYS: Final = ("awsRegion", "dynamodb", "eventID", "eventName", "eventSource", "eventVersion",
+                      "userIdentity")
+DYNAMODB_KEYS: Final = ("ApproximateCreationDateTime", "Keys", "NewImage", "OldImage", "SequenceNumber",
+                        "SizeBytes", "StreamViewType")
+USER_IDENTITY_KEYS: Final = ("principalId", "type")
+ATTRIBUTE_TYPES: Final = ("B", "BOOL", "BS", "L", "M", "N", "NS", "NULL", "S", "SS")
+_IMAGE_KEYS: Final = frozenset({"Keys", "NewImage", "OldImage"})
+
+
+def _unknown_key(path: str, key: str, known: tuple[str, ...], where: str) -> FilterPatternError:
+    same_but_case = [name for name in known if name.casefold() == key.casefold()]
+    close = same_but_case or difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f"did you mean `{close[0]}`? " if close else ""
+    return FilterPatternError(f"{path}.{key}", f"a stream record has no {key!r} {where}; {hint}"
+                                               f"(known: {', '.join(known)})")
+
+
+def check_record_shape(pattern: Any, path: str) -> None:
+    """Reject pattern keys that a DynamoDB stream record cannot have, with a hint.
+
+    ``{"NewImage": ...}`` at the top gets "did you mean `dynamodb.NewImage`"; an image
+    attribute given a bare list of values (``{"status": ["NEW"]}``) is told to name the
+    attribute's type (``{"status": {"S": ["NEW"]}}``), since images are typed on the wire.
+    """
+    if not isinstance(pattern, Mapping):
+        return  # compile_pattern reports it
+    for key, value in pattern.items():
+        if key in RECORD_KEYS:
+            if key == "dynamodb" and isinstance(value, Mapping):
+                _check_dynamodb(value, f"{path}.dynamodb")
+            elif key == "userIdentity" and isinstance(value, Mapping):
+                for inner in value:
+                    if inner not in USER_IDENTITY_KEYS:
+                        raise _unknown_key(f"{path}.userIdentity", str(inner), USER_IDENTITY_KEYS, "under userIdentity")
+            continue
+        if key in DYNAMODB_KEYS:
+            raise FilterPatternError(f"{path}.{key}", f"{key} sits under dynamodb in a stream record: "
+                                                      f"did you mean `dynamodb.{key}`?")
+        raise _unknown_key(path, str(key), RECORD_KEYS, "at the top level")
+
+
+def _check_dynamodb(pattern: Mapping[Any, Any], path: str) -> None:
+    for key, value in pattern.items():
+        if key not in DYNAMODB_KEYS:
+            if key in RECORD_KEYS:
+                raise FilterPatternError(f"{path}.{key}", f"{key} is a top-level key of a stream record, "
+                                                          f"not under dynamodb: move it up a level")
+            raise _unknown_key(path, str(key), DYNAMODB_KEYS, "under dynamodb")
+        if key in _IMAGE_KEYS and isinstance(value, Mapping):
+            for attribute, typed in value.items():
+                _check_attribute(typed, f"{path}.{key}.{attribute}", str(attribute))
+
+
+def _check_attribute(pattern: Any, path: str, attribute: str) -> None:
+    """An image attribute is ``{"<type>": value}``: only ``exists`` may skip the type."""
+    if isinstance(pattern, list):
+        if all(isinstance(item, Mapping) and set(item) == {"exists"} for item in pattern):
+            return
+        raise FilterPatternError(path, f"image attributes are typed on the wire: name the type, e.g. "
+                                       f"`{attribute}: {{S: [...]}}` or `{{N: [...]}}`")
+    if isinstance(pattern, Mapping):
+        for key in pattern:
+            if key not in ATTRIBUTE_TYPES:
+                raise _unknown_key(path, str(key), ATTRIBUTE_TYPES, "as an attribute type")
+
+
 def compile_filters(patterns: list[Any], path: str = "filters") -> Callable[[Mapping[str, Any]], bool] | None:
     """Compile a route's ``filters`` list into one predicate (OR of the patterns).
 
-    ``None`` for an empty list, so callers can skip filtering entirely instead
-    of calling a predicate that always says yes.
+    Every pattern is also checked against the shape of a stream record
+    (:func:`check_record_shape`). ``None`` for an empty list, so callers can skip
+    filtering entirely instead of calling a predicate that always says yes.
     """
     if not isinstance(patterns, list):
         raise FilterPatternError(path, f"must be a list of patterns, got {_type_name(patterns)}")
     compiled = tuple(compile_pattern(pattern, f"{path}[{index}]") for index, pattern in enumerate(patterns))
+    for index, pattern in enumerate(patterns):
+        check_record_shape(pattern, f"{path}[{index}]")
     if not compiled:
         return None
     if len(compiled) == 1:

@@ -10,7 +10,7 @@ concurrently. Two bounds hold at once:
   ``max_concurrency`` calls.
 
 A slot (one of each) is held by a call, never by a record waiting out its back-off:
-:func:`sleep_without_slots` (what the pipeline passes to ``RouteDelivery`` as ``sleep``)
+:func:`sleep_without_slots` (what the engine passes to ``RouteDelivery`` as ``sleep``)
 gives both back, sleeps, and takes them again. The failing key stays claimed meanwhile, so
 it blocks only its own later records (the design of Confluent's parallel consumer, instead
 of fixed lanes that put unrelated keys behind a poison record).
@@ -31,9 +31,8 @@ import asyncio
 from collections import deque
 from contextvars import ContextVar
 from heapq import heappop, heappush
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Protocol
 
-from worker.processing.delivery import RouteDelivery
 from worker.processing.router import Route
 from worker.records import StreamRecord
 
@@ -44,8 +43,17 @@ _Taken = tuple[list[StreamRecord], list[PartitionKey], dict[int, PartitionKey]]
 
 # The worker running in the current task: lets the back-off sleep and the finishing hook
 # reach the slots and the claimed keys of the call they happen in, whichever RouteDelivery
-# (built by the app's factory) calls them.
+# (built by the processing engine) calls them.
 _current_worker: ContextVar[_Worker | None] = ContextVar("key_scheduler_worker", default=None)
+
+
+class Delivery(Protocol):
+    """What a scheduler calls: a route's ``RouteDelivery`` (a protocol, because delivery
+    imports this module's :func:`record_finished`)."""
+
+    async def deliver(
+        self, records: list[StreamRecord], key_of: Callable[[StreamRecord], Hashable] | None = None
+    ) -> None: ...
 
 
 class CallSlots:
@@ -117,7 +125,7 @@ class KeyScheduler:
     def __init__(
         self,
         route: Route,
-        delivery: RouteDelivery,
+        delivery: Delivery,
         *,
         call_slots: CallSlots | None,
         on_worker_done: Callable[[asyncio.Task[None]], None],

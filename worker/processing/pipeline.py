@@ -4,8 +4,9 @@ Each route sees the records of one partition key in stream order, one call at a 
 records of different keys concurrently, up to the route's ``max_concurrency`` and the
 process-wide ``call_slots`` (see :mod:`worker.processing.key_scheduler`). A record being
 retried holds back only the later records of its own key, and no slot while it sleeps:
-give every ``RouteDelivery`` :meth:`ShardPipeline.backoff_sleep` as its ``sleep``. The
-:class:`ProgressTracker` says how far the checkpoint may go (the finished prefix).
+give every ``RouteDelivery`` :func:`sleep_without_slots` as its ``sleep`` (the
+:class:`ProcessingEngine` does). The shard's :class:`ShardProgress` (owned by its
+consumer) counts what is finished and says how far the checkpoint may go.
 
 Reading is throttled by ``max_in_flight_records``: a blocked key (a record being retried)
 holds back at most that many records of the shard, never the other shards.
@@ -19,9 +20,9 @@ from typing import Callable
 
 from worker.observability import metrics
 from worker.processing.delivery import RouteDelivery
-from worker.processing.key_scheduler import CallSlots, KeyScheduler, PartitionKey, record_finished, sleep_without_slots
+from worker.processing.key_scheduler import CallSlots, KeyScheduler, PartitionKey
+from worker.processing.progress import ShardProgress
 from worker.processing.router import Route
-from worker.processing.tracker import ProgressTracker
 from worker.records import StreamRecord
 
 
@@ -35,7 +36,7 @@ class ShardPipeline:
         *,
         routes_for: Callable[[StreamRecord], list[Route]],
         delivery_for: Callable[[Route], RouteDelivery],
-        tracker: ProgressTracker,
+        progress: ShardProgress,
         max_in_flight: int,
         hash_key: str | None,
         stream_label: str,
@@ -45,20 +46,16 @@ class ShardPipeline:
         it (the process); None leaves only each route's ``max_concurrency``."""
         self._routes_for = routes_for
         self._delivery_for = delivery_for
-        self.tracker = tracker
+        self.progress = progress
         self._max_in_flight = max_in_flight
         self._hash_key = hash_key
         self._label = stream_label
         self._call_slots = call_slots
         self._unrouted = metrics.records_unrouted.labels(stream_label)
         self._schedulers: dict[str, KeyScheduler] = {}
-        self._batch_routes = False  # whether finishing a record may give a batch's key back
         self._ordinal = 0
-        self._progress = asyncio.Event()
         self._failure: BaseException | None = None
         self._closing = False
-        # Told whenever the finished prefix may have moved (the consumer's checkpoint loop).
-        self.progress_listener: Callable[[], None] | None = None
 
     # -- feeding -------------------------------------------------------------------------
 
@@ -80,17 +77,15 @@ class ShardPipeline:
                 route, self._delivery_for(route), call_slots=self._call_slots,
                 on_worker_done=self._on_worker_done, task_name=f"route:{route.name}",
             )
-            self._batch_routes = self._batch_routes or route.is_batch
         return scheduler
 
     def submit(self, record: StreamRecord) -> None:
         """Queue a record (in stream order) for every route it matches."""
         self._raise_failure()
         routes = self._routes_for(record)
-        self.tracker.add(record.sequence_number, len(routes))
+        self.progress.add(record, len(routes))
         if not routes:
             self._unrouted.inc()
-            self._notify_progress()
             return
         key = self._partition_key(record)
         ordinal = self._ordinal
@@ -101,27 +96,7 @@ class ShardPipeline:
 
     def skip(self, record: StreamRecord) -> None:
         """Acknowledge a record without routing it (e.g. older than AT_TIMESTAMP)."""
-        self.tracker.add(record.sequence_number, 0)
-        self._notify_progress()
-
-    def on_finished(self, record: StreamRecord) -> None:
-        """One route is done with ``record`` (handled or parked). Called from inside the
-        route's delivery, so a batch call gives the record's key back as soon as all of
-        its records are finished, not when the whole batch is."""
-        self.tracker.finish(record.sequence_number)
-        if self._batch_routes:
-            record_finished(record)
-        self._progress.set()
-        self._notify_progress()
-
-    async def backoff_sleep(self, delay: float) -> None:
-        """The ``sleep`` for this pipeline's ``RouteDelivery``: waits out a back-off
-        without holding a concurrency slot (the failing key stays blocked, the others go)."""
-        await sleep_without_slots(delay)
-
-    def _notify_progress(self) -> None:
-        if self.progress_listener is not None:
-            self.progress_listener()
+        self.progress.skip(record)
 
     def _on_worker_done(self, task: asyncio.Task[None]) -> None:
         if self._failure is not None:
@@ -138,7 +113,7 @@ class ShardPipeline:
             failure = task.exception()
         if failure is not None:
             self._failure = failure
-            self._progress.set()
+            self.progress.changed.set()  # wake the waiters, so that they raise it
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
@@ -147,20 +122,27 @@ class ShardPipeline:
     # -- waiting -------------------------------------------------------------------------
 
     async def _wait_until(self, condition: Callable[[], bool]) -> None:
+        changed = self.progress.changed
         while not condition():
             self._raise_failure()
-            self._progress.clear()
-            await self._progress.wait()
+            # Clear, then wait: no wake-up is lost between the check and the wait, because
+            # everything that can make the condition true (a finish, a worker failure) runs
+            # on this event loop and sets the event; it cannot run between the check above
+            # and this clear (no await in between), and whatever runs after the clear sets
+            # the event again, so wait() returns at once.
+            changed.clear()
+            await changed.wait()
         self._raise_failure()
 
     async def wait_for_capacity(self) -> None:
-        if self._failure is None and len(self.tracker) < self._max_in_flight:
+        progress = self.progress
+        if self._failure is None and progress.in_flight < self._max_in_flight:
             return  # the common case, once per record: no closure, no inner coroutine
-        await self._wait_until(lambda: len(self.tracker) < self._max_in_flight)
+        await self._wait_until(lambda: progress.in_flight < self._max_in_flight)
 
     async def drain(self) -> None:
         """Return when every submitted record is finished (handled or parked)."""
-        await self._wait_until(lambda: self.tracker.idle)
+        await self._wait_until(lambda: self.progress.idle)
 
     async def close(self) -> None:
         self._closing = True

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from worker.config import Config, ProcessingConfig, RetryConfig, RouteConfig
-from worker.deadletter.config import DeadLetterConfig
+from worker.config import Config, DeadLetterConfig, ProcessingConfig, RetryConfig, RouteConfig
 from worker.errors import ConfigError
 from worker.processing.context import Handler
 from worker.processing.filters import compile_filters
+from worker.processing.models import ModelImportError, load_model, validating
 from worker.processing.registry import HandlerImportError, load_handler
 from worker.records import StreamRecord
 
@@ -122,12 +122,25 @@ class Router:
         problems: list[tuple[str, str]] = []
         routes: list[Route] = []
         for index, route_config in enumerate(config.routes):
+            key = f"routes[{index}].{route_config.handler_key}"
             try:
-                routes.append(
-                    build_route(route_config, load_handler(route_config.import_string), config.processing)
-                )
+                handler = load_handler(route_config.import_string, batch=route_config.batch_handler is not None,
+                                       config_dir=config.directory)
             except HandlerImportError as exc:
-                problems.append((f"routes[{index}].handler", str(exc)))
+                problems.append((key, str(exc)))
+                continue
+            if getattr(handler, "publishes_events", False) and not config.publisher.enabled:
+                problems.append((key, f"{route_config.import_string} publishes follow-up events: "
+                                      "configure a 'publisher' section (e.g. type: outbox, table: events)"))
+                continue
+            if route_config.model is not None:
+                try:
+                    model = load_model(route_config.model)
+                except ModelImportError as exc:
+                    problems.append((f"routes[{index}].model", str(exc)))
+                    continue
+                handler = validating(handler, model, route_config.batch_handler is not None)
+            routes.append(build_route(route_config, handler, config.processing))
         if problems:
             raise ConfigError(problems)
         return cls(routes)

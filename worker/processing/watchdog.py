@@ -2,7 +2,7 @@
 
 ``asyncio.timeout`` schedules and cancels a timer for every call; at thousands of records a
 second that was a sixth of a no-op delivery's CPU. A watchdog serves one call at a time
-(``RouteDelivery`` keeps one per concurrent call): it keeps the running call's deadline
+(``HandlerInvoker`` keeps one per concurrent call): it keeps the running call's deadline
 and at most one timer. The timer is armed when none is pending and, when it fires early
 (the call it was armed for has finished), it re-arms itself for the deadline of the call
 running then, if any. Steady traffic thus

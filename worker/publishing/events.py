@@ -32,6 +32,9 @@ class Event:
     causation_id: str
     time: str
     payload: dict[str, Any] = field(default_factory=dict)
+    # W3C trace context of the publish (worker/observability/tracing.py sets it when tracing
+    # is on), so the consumer of this event continues the producer's trace.
+    traceparent: str | None = None
 
     @classmethod
     def derive(
@@ -57,7 +60,7 @@ class Event:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        envelope = {
             "eventId": self.id,
             "type": self.type,
             "source": self.source,
@@ -66,6 +69,9 @@ class Event:
             "time": self.time,
             "payload": self.payload,
         }
+        if self.traceparent is not None:
+            envelope["traceparent"] = self.traceparent
+        return envelope
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, default=_json_default, separators=(",", ":"))

@@ -6,6 +6,7 @@ from worker.aws import AwsClients
 from worker.config import PublisherConfig
 from worker.publishing.base import Publisher
 from worker.publishing.eventbridge import EventBridgePublisher
+from worker.publishing.none import NoPublisher
 from worker.publishing.outbox import OutboxPublisher
 from worker.publishing.sns import SnsPublisher
 from worker.publishing.sqs import SqsPublisher
@@ -19,6 +20,8 @@ async def build_publisher(
     PublisherConfig has already checked that the target of ``type`` is set; the asserts
     only narrow the types.
     """
+    if config.type == "none":
+        return NoPublisher()
     if config.type == "outbox":
         assert config.table is not None
         resource = await clients.dynamodb_resource()

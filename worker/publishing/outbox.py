@@ -6,9 +6,7 @@ import json
 from decimal import Decimal
 from typing import Any
 
-from botocore.exceptions import ClientError
-
-from worker.aws_errors import is_conditional_check_failed
+from worker.idempotency import put_if_absent
 from worker.publishing.events import Event
 
 
@@ -25,11 +23,7 @@ class OutboxPublisher:
 
     async def publish(self, event: Event) -> None:
         item = _to_dynamodb_values(json.loads(event.to_json()))
-        try:
-            await self._table.put_item(Item=item, ConditionExpression="attribute_not_exists(eventId)")
-        except ClientError as exc:
-            if not is_conditional_check_failed(exc):
-                raise
+        await put_if_absent(self._table, item, "eventId")
 
     async def close(self) -> None:
         return None

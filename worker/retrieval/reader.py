@@ -7,6 +7,11 @@ can recover by itself:
   ``AFTER_SEQUENCE_NUMBER`` the last record handed out; nothing lost, nothing repeated.
 * ``TrimmedDataAccessException`` (position older than the 24 h retention): by policy,
   log an error, count it, and restart at ``TRIM_HORIZON``; or raise ``TrimmedDataError``.
+  Met while the reader is still at ``TRIM_HORIZON`` (nothing handed out yet, so no record
+  can have been skipped), it only means the iterator went stale: DynamoDB Local raises it
+  on a fresh shard whenever other tables' writes moved its database-wide sequence counter
+  past the shard's start. Then a fresh ``TRIM_HORIZON`` iterator is taken, with an info
+  log and ``trimmed_at_horizon_total`` (not the TrimmedData alert's counter).
 * Throttling (``LimitExceededException``), 5xx and connection errors: back off and retry.
 * ``ResourceNotFoundException``: the stream or shard is gone (``ShardGoneError``).
 """
@@ -22,7 +27,7 @@ from typing import Any
 import structlog
 from botocore.exceptions import ClientError
 
-from worker.aws import error_code
+from worker.aws_errors import error_code
 from worker.config import ReaderConfig
 from worker.errors import ShardGoneError, TrimmedDataError
 from worker.observability import metrics
@@ -97,6 +102,18 @@ class ShardReader:
         iterator = response.get("ShardIterator")
         return str(iterator) if iterator else None
 
+    @property
+    def at_trim_horizon(self) -> bool:
+        """Still reading from TRIM_HORIZON: no record handed out since (re)starting there."""
+        return self._last_sequence is None and self._start.iterator_type == "TRIM_HORIZON"
+
+    async def _on_trimmed_at_horizon(self, retries: int) -> None:
+        metrics.trimmed_at_horizon.labels(self._label).inc()
+        self._log.info("renew iterator at trim horizon after trimmed data", retries=retries)
+        self._iterator = None
+        if retries > 1:  # raised again at once: do not spin on an endpoint that keeps saying so
+            await asyncio.sleep(min(0.05 * 2 ** retries, 1.0))
+
     async def _on_trimmed(self, exc: ClientError) -> None:
         metrics.trimmed_data.labels(self._label).inc()
         if self._config.on_trimmed_data == "stop_shard":
@@ -114,6 +131,7 @@ class ShardReader:
         """One GetRecords call (plus any iterator recovery it needs)."""
         if self._ended:
             return Page([], True)
+        at_horizon_retries = 0
         while True:
             try:
                 if self._iterator is None:
@@ -135,6 +153,10 @@ class ShardReader:
                     metrics.iterators_expired.labels(self._label).inc()
                     self._log.info("renew expired iterator", position=str(self.position))
                     self._iterator = None
+                    continue
+                if code == "TrimmedDataAccessException" and self.at_trim_horizon:
+                    at_horizon_retries += 1
+                    await self._on_trimmed_at_horizon(at_horizon_retries)
                     continue
                 if code == "TrimmedDataAccessException":
                     await self._on_trimmed(exc)

@@ -14,7 +14,7 @@ from worker.config import AwsConfig, load_config, parse_config
 from worker.errors import ConfigError
 from worker.processing.router import Router
 
-REPO_CONFIG = Path(__file__).resolve().parents[2] / "config" / "worker.yaml"
+REPO_CONFIG = Path(__file__).resolve().parents[3] / "config" / "worker.yaml"
 HANDLERS = "tests.unit.sample_handlers"
 
 BASE: dict[str, Any] = {
@@ -82,11 +82,14 @@ def test_repo_config_handlers_resolve() -> None:
 
 
 def test_unknown_key_is_named() -> None:
-    assert problems_of(doc(reader={"bogus": 1})) == [("reader.bogus", "Extra inputs are not permitted")]
+    [(path, reason)] = problems_of(doc(reader={"bogus": 1}))
+    assert path == "reader.bogus"
+    assert reason.startswith("unknown key; (known here: discovery_interval_seconds, ")
 
 
 def test_unknown_top_level_section_is_named() -> None:
-    assert problems_of(doc(readers={})) == [("readers", "Extra inputs are not permitted")]
+    [(path, reason)] = problems_of(doc(readers={}))
+    assert (path, reason.split("?")[0]) == ("readers", "unknown key; did you mean 'reader'")
 
 
 def test_wrong_type_is_named() -> None:
@@ -119,7 +122,7 @@ def test_route_naming_unknown_table_lists_the_known_tables() -> None:
     data = doc()
     data["routes"][0]["table"] = "ordrs"
 
-    assert problems_of(data) == [("routes[0].table", "unknown table 'ordrs' (known: events, orders)")]
+    assert problems_of(data) == [("routes[0].table", "unknown table 'ordrs' (known: events, orders); did you mean 'orders'?")]
 
 
 def test_duplicate_route_names_are_reported() -> None:

@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
-
 import pytest
 from botocore.exceptions import ClientError
 
 from worker.config import Config, StreamSettings, parse_config
 from worker.errors import LeaseLostError
 from worker.leases.model import Lease
-from worker.lifecycle.consumer import ConsumerState, ShardConsumer, ShardTopology
+from worker.lifecycle.consumer import ConsumerState, ShardConsumer
 from worker.processing.delivery import RouteDelivery
 from worker.processing.pipeline import ShardPipeline
 from worker.processing.router import Route
-from worker.processing.tracker import ProgressTracker
+from worker.processing.progress import ShardProgress
 from tests.unit.fakes import FakeLeaseTable, FakeStreamsClient, client_error, make_record
 
 ARN = "arn:aws:dynamodb:us-east-1:1:table/orders/stream/2024"
@@ -50,18 +48,20 @@ def make_config() -> Config:
     )
 
 
-def unrouted_pipeline(lease: Lease, on_failure: Callable[[], None]) -> ShardPipeline:
+class UnroutedPipelines:
     """No route matches: every record is finished as soon as it is submitted."""
 
-    def no_delivery(route: Route) -> RouteDelivery:
-        raise AssertionError("no route matches, so nothing is delivered")
+    def pipeline_for(self, lease: Lease, progress: ShardProgress) -> ShardPipeline:
+        def no_delivery(route: Route) -> RouteDelivery:
+            raise AssertionError("no route matches, so nothing is delivered")
 
-    return ShardPipeline(routes_for=lambda record: [], delivery_for=no_delivery, tracker=ProgressTracker(),
-                         max_in_flight=100, hash_key="id", stream_label="orders")
+        return ShardPipeline(routes_for=lambda record: [], delivery_for=no_delivery, progress=progress,
+                             max_in_flight=100, hash_key="id", stream_label="orders")
 
 
-async def no_children(stream_arn: str, shard_id: str) -> list[str]:
-    return []
+class NoChildren:
+    async def children_of(self, stream_arn: str, shard_id: str) -> list[str]:
+        return []
 
 
 def make_consumer(table: FakeLeaseTable, streams: FakeStreamsClient) -> ShardConsumer:
@@ -70,8 +70,8 @@ def make_consumer(table: FakeLeaseTable, streams: FakeStreamsClient) -> ShardCon
         lease,
         streams_client=streams,
         lease_table=table,  # type: ignore[arg-type]
-        make_pipeline=unrouted_pipeline,
-        topology=ShardTopology(children_of=no_children),
+        pipelines=UnroutedPipelines(),
+        lineage=NoChildren(),
         config=make_config(),
         stream=StreamSettings(starting_position="TRIM_HORIZON"),
     )

@@ -9,7 +9,7 @@ import pytest
 
 from worker.config import StreamSettings, Config, parse_config
 from worker.leases.model import SHARD_END, Lease
-from worker.lifecycle.consumer import ShardConsumer, ShardTopology
+from worker.lifecycle.consumer import ShardConsumer
 from worker.retrieval.reader import TRIM_HORIZON, StartPosition
 from worker.shards.discovery import describe_shards
 from worker.shards.lineage import Shard, ShardGraph
@@ -150,9 +150,6 @@ class Topology:
         assert stream_arn == ARN
         return self.children.get(shard_id, [])
 
-    def as_topology(self) -> ShardTopology:
-        return ShardTopology(children_of=self.children_of)
-
 
 def child_lease(*parents: str, checkpoint: str | None = None) -> Lease:
     return Lease(stream_arn=ARN, shard_id="child", table="orders", owner="w1", counter=1,
@@ -165,8 +162,8 @@ def make_consumer(lease: Lease, table: FakeLeaseTable, topology: Topology,
         lease,
         streams_client=object(),
         lease_table=table,  # type: ignore[arg-type]
-        make_pipeline=lambda lease, on_failure: None,  # type: ignore[arg-type,return-value]
-        topology=topology.as_topology(),
+        pipelines=None,  # type: ignore[arg-type]  # never reached: these tests end before processing
+        lineage=topology,
         config=make_config(parent_poll_seconds),
         stream=StreamSettings(starting_position=starting_position),  # type: ignore[arg-type]
     )

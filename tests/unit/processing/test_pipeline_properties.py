@@ -1,4 +1,4 @@
-"""Property tests of the processing engine: ShardPipeline + RouteDelivery + ProgressTracker.
+"""Property tests of the processing engine: ShardPipeline + RouteDelivery + ShardProgress.
 
 No AWS: handlers, the dead-letter destination and the observer are fakes from
 ``pipeline_fakes``; back-off sleeps are one loop turn. Each hypothesis example runs its own
@@ -7,7 +7,7 @@ event loop (``asyncio.run`` inside a sync test).
 1. Any shard, routes, max_concurrency, process-wide bound and failure plans: every routed
    (record, route) ends handled once or parked once; per-key order holds; no key is in two
    calls of a route at once; calls in flight stay within max_concurrency per route and the
-   process-wide bound in all; the tracker ends at the last record; the checkpoint candidate
+   process-wide bound in all; the progress ends at the last record; the checkpoint candidate
    never moves back nor passes an unfinished record.
 2. Batch partial failures: only what failed is passed again.
 3. Infinite retries without a dead-letter destination: a poison key blocks only its own
@@ -271,7 +271,7 @@ async def _run_with_poison(harness: Harness, poison: int) -> None:
         # Records of the poison's key behind it were not handled (a batch may carry them
         # with the poison, and the handler reports them failed: it keeps its key in order).
         assert not any(ledger.handled[("route", i)] for i, k in enumerate(keys) if k == keys[poison] and i > poison)
-        assert not harness.tracker.idle
+        assert not harness.progress.idle
     finally:
         await harness.pipeline.close()
 
@@ -350,7 +350,7 @@ async def test_dead_letter_outage_holds_the_checkpoint_until_a_send_succeeds() -
         await harness.pipeline.close()
     ledger.assert_complete(["route"])
     assert ledger.parked[("route", 1)] == 1
-    assert harness.tracker.finished_up_to == harness.records[-1].sequence_number
+    assert harness.progress.finished_up_to == harness.records[-1].sequence_number
 
 
 # -- regression: a worker that dies from a stray CancelledError ------------------------------
@@ -379,6 +379,6 @@ async def test_cancelled_error_escaping_a_handler_fails_the_pipeline_instead_of_
             assert "cancelled" in str(exc)
         else:
             raise AssertionError("drain() returned although no record finished")
-        assert not harness.tracker.idle and harness.tracker.finished_up_to is None
+        assert not harness.progress.idle and harness.progress.finished_up_to is None
     finally:
         await harness.pipeline.close()

@@ -1,0 +1,105 @@
+"""StreamCatalog: a shard's children (discovery, lease rows, DescribeStream), every table's
+problem reported at once, and a re-enabled stream followed to its new ARN."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from worker.config import Config, parse_config
+from worker.errors import SetupError
+from worker.leases.model import Lease
+from worker.shards.catalog import StreamCatalog
+from worker.shards.discovery import StreamInfo
+from tests.unit.fakes import FakeLeaseTable, FakeStreamsClient, client_error
+
+ARN = "arn:aws:dynamodb:us-east-1:1:table/orders-table/stream/2024"
+NEW_ARN = "arn:aws:dynamodb:us-east-1:1:table/orders-table/stream/2025"
+
+
+class FakeDynamoDb:
+    """DescribeTable for the tables in ``streams`` (table name -> latest stream ARN)."""
+
+    def __init__(self, **streams: str) -> None:
+        self.streams = streams
+
+    async def describe_table(self, **kwargs: Any) -> dict[str, Any]:
+        name = kwargs["TableName"]
+        if name not in self.streams:
+            raise client_error("ResourceNotFoundException", "DescribeTable")
+        return {"Table": {
+            "TableName": name, "LatestStreamArn": self.streams[name],
+            "StreamSpecification": {"StreamEnabled": True, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+            "KeySchema": [{"AttributeName": "orderId", "KeyType": "HASH"}],
+        }}
+
+
+def make_config() -> Config:
+    return parse_config(
+        {
+            "tables": {"orders": {"name": "orders-table"}, "events": {"name": "events-table"}},
+            "routes": [
+                {"name": "o", "table": "orders", "handler": "worker.handlers.orders:process_order"},
+                {"name": "e", "table": "events", "handler": "worker.handlers.shipments:dispatch_shipment"},
+            ],
+        },
+        env={},
+    )
+
+
+def catalog_of(streams: FakeStreamsClient, table: FakeLeaseTable, dynamodb: Any = None) -> StreamCatalog:
+    info = StreamInfo(table="orders", table_name="orders-table", stream_arn=ARN, view_type="NEW_AND_OLD_IMAGES",
+                      hash_key="orderId")
+    return StreamCatalog(make_config(), dynamodb=dynamodb, streams_client=streams, lease_table=table,  # type: ignore[arg-type]
+                         needs={}, streams={ARN: info})
+
+
+def split_stream() -> FakeStreamsClient:
+    streams = FakeStreamsClient(ARN)
+    streams.add_shard("parent", closed=True)
+    streams.add_shard("left", parent="parent")
+    streams.add_shard("right", parent="parent")
+    return streams
+
+
+async def test_children_come_from_describe_stream_when_nothing_else_knows_them() -> None:
+    streams = split_stream()
+    catalog = catalog_of(streams, FakeLeaseTable())
+
+    assert await catalog.children_of(ARN, "parent") == ["left", "right"]
+    assert len(streams.calls_of("DescribeStream")) == 1
+
+
+async def test_children_from_lease_rows_need_no_describe_stream() -> None:
+    streams = split_stream()
+    table = FakeLeaseTable()
+    table.put(Lease(stream_arn=ARN, shard_id="left", table="orders", parent_shard_ids=("parent",)))
+    catalog = catalog_of(streams, table)
+
+    assert await catalog.children_of(ARN, "parent") == ["left"]  # what a non-leader knows
+    assert streams.calls_of("DescribeStream") == []
+
+
+async def test_discovery_follows_a_re_enabled_stream_and_answers_its_children() -> None:
+    streams = split_stream()
+    streams.stream_arn = NEW_ARN  # the table's stream was disabled and enabled again
+    table = FakeLeaseTable()
+    catalog = catalog_of(streams, table, FakeDynamoDb(**{"orders-table": NEW_ARN}))
+
+    created = await catalog.discover()
+
+    assert created == 3
+    assert catalog.tables_by_arn() == {NEW_ARN: "orders"}
+    assert catalog.hash_key_of(NEW_ARN) == "orderId" and catalog.hash_key_of(ARN) is None
+    describes = len(streams.calls_of("DescribeStream"))
+    assert await catalog.children_of(NEW_ARN, "parent") == ["left", "right"]
+    assert len(streams.calls_of("DescribeStream")) == describes  # known from the discovery pass
+
+
+async def test_open_reports_every_table_that_does_not_fit_at_once() -> None:
+    with pytest.raises(SetupError) as caught:
+        await StreamCatalog.open(make_config(), dynamodb=FakeDynamoDb(), streams_client=FakeStreamsClient(ARN),
+                                 lease_table=FakeLeaseTable(), needs={})  # type: ignore[arg-type]
+    assert "tables.orders: table 'orders-table' does not exist" in str(caught.value)
+    assert "tables.events: table 'events-table' does not exist" in str(caught.value)
