@@ -11,11 +11,11 @@ one lane (or one replay loop), never shared between concurrent callers.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Protocol
 
 from worker.errors import RetryableError
-from worker.processing.context import BatchResult, HandlerContext, TableProvider
+from worker.processing.context import BatchResult, HandlerContext, Resources, TableProvider
 from worker.processing.router import Route
 from worker.processing.watchdog import HandlerTimeout, Watchdog
 from worker.publishing.base import Publisher
@@ -39,6 +39,8 @@ class DeliveryServices:
     config: Any
     worker_id: str
     observers: list[ProcessingObserver]
+    # Filled by hooks.on_start before any record is delivered: ``ctx.resources``.
+    resources: Resources = field(default_factory=Resources)
 
 
 class HandlerInvoker:
@@ -64,6 +66,7 @@ class HandlerInvoker:
             shard_id=shard_id if record is None else record.shard_id,
             attempt=attempt,
             deadline=None if timeout is None else time.monotonic() + timeout,
+            resources=self._services.resources,
         )
 
     async def handle(self, record: StreamRecord, attempt: int = 1) -> None:
