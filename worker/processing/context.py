@@ -58,6 +58,10 @@ class Resources:
         known = ", ".join(sorted(self.__dict__)) or "none"
         raise AttributeError(f"no resource {name!r} (resources: {known}); hooks.on_start builds them")
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Declared so that type checkers accept ``info.resources.http = ...`` in a hook.
+        object.__setattr__(self, name, value)
+
     def __contains__(self, name: object) -> bool:
         return name in self.__dict__
 
