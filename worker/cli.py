@@ -212,6 +212,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except StartupError as exc:  # hooks.on_start failed
+        print(f"replay: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     for label in report.replayed:
         print(f"replayed  {label}")
     for label in report.failed:
