@@ -31,8 +31,8 @@ from worker.errors import TrimmedDataError
 from worker.leases.coordinator import LeaseCoordinator, LeaseKey
 from worker.leases.model import Lease
 from worker.leases.table import LeaseTable
-from worker.lifecycle.hooks import LifecycleHooks
 from worker.lifecycle.consumer import ConsumerState, PipelineSource, ShardConsumer, ShardLineage
+from worker.lifecycle.hooks import LifecycleHooks
 from worker.observability import metrics
 from worker.retrieval.idle_budget import IdlePollBudget
 from worker.supervision import RestartBackoff
@@ -145,6 +145,8 @@ class ShardSupervisor:
         if running.consumer.state is ConsumerState.LEASE_LOST:
             self._run_lease_lost_hook(running.consumer)
         if task.cancelled():
+            if running.consumer.state is ConsumerState.SHARD_END:
+                self.leases.forget(lease)  # finished, then cut off in its on_shard_end hook
             return
         exc = task.exception()
         if exc is None:
