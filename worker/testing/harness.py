@@ -127,10 +127,15 @@ class RouteHarness:
     _delivery: RouteDelivery = field(repr=False)
     _progress: ShardProgress = field(repr=False)
     _recorder: _Recorder = field(repr=False)
+    _hash_key: str = field(repr=False, default="")
 
     @property
     def backoffs(self) -> list[float]:
         return self._recorder.backoffs
+
+    def _partition_key(self, record: StreamRecord) -> str:
+        keys = record.raw.get("dynamodb", {}).get("Keys", {})
+        return repr(keys.get(self._hash_key, keys))
 
     async def table(self, logical_name: str) -> Table:
         """The (mocked) table ``logical_name`` of the config, as the handler sees it."""
@@ -167,7 +172,9 @@ class RouteHarness:
             part = routed[start:start + size]
             for record in part:  # as the pipeline does: the shard's progress owes each one route
                 self._progress.add(record, 1)
-            await self._delivery.deliver(part)
+            # Keyed as the worker's key scheduler keys them: a failed part of a batch holds
+            # back only its own keys' later records.
+            await self._delivery.deliver(part, self._partition_key)
         return [self._recorder.outcomes.pop(id(record), Outcome.FILTERED) for record in records]
 
 
@@ -212,7 +219,8 @@ async def route_harness(
             harness = RouteHarness(config=config, route=route, router=router, tables=tables,
                                    published=publisher.events,
                                    dead_letters=letters.letters if letters is not None else [],
-                                   resources=hooks.resources, _delivery=delivery, _progress=progress, _recorder=recorder)
+                                   resources=hooks.resources, _hash_key=config.tables[route.table].key,
+                                   _delivery=delivery, _progress=progress, _recorder=recorder)
             await hooks.start()
             try:
                 yield harness
