@@ -91,25 +91,52 @@ def _check_view(logical: str, table_name: str, view: str, needs: set[str]) -> No
             )
 
 
-async def describe_shards(client: Any, stream_arn: str) -> ShardGraph:
-    graph = ShardGraph(stream_arn)
-    kwargs: dict[str, Any] = {"StreamArn": stream_arn}
+def _shard(raw: dict[str, Any]) -> Shard:
+    sequence_range = raw.get("SequenceNumberRange", {})
+    return Shard(
+        shard_id=raw["ShardId"],
+        parent_shard_id=raw.get("ParentShardId"),
+        starting_sequence_number=sequence_range.get("StartingSequenceNumber"),
+        ending_sequence_number=sequence_range.get("EndingSequenceNumber"),
+    )
+
+
+async def _describe_pages(client: Any, kwargs: dict[str, Any]) -> list[Shard]:
+    """Every shard ``DescribeStream`` lists with ``kwargs``, following ``LastEvaluatedShardId``."""
+    shards: list[Shard] = []
     while True:
         page = (await call_aws("DescribeStream", client.describe_stream, **kwargs))["StreamDescription"]
-        for raw in page.get("Shards", []):
-            sequence_range = raw.get("SequenceNumberRange", {})
-            graph.add(
-                Shard(
-                    shard_id=raw["ShardId"],
-                    parent_shard_id=raw.get("ParentShardId"),
-                    starting_sequence_number=sequence_range.get("StartingSequenceNumber"),
-                    ending_sequence_number=sequence_range.get("EndingSequenceNumber"),
-                )
-            )
+        shards.extend(_shard(raw) for raw in page.get("Shards", []))
         last = page.get("LastEvaluatedShardId")
         if not last:
-            return graph
-        kwargs["ExclusiveStartShardId"] = last
+            return shards
+        kwargs = {**kwargs, "ExclusiveStartShardId": last}
+
+
+async def describe_shards(client: Any, stream_arn: str) -> ShardGraph:
+    graph = ShardGraph(stream_arn)
+    for shard in await _describe_pages(client, {"StreamArn": stream_arn}):
+        graph.add(shard)
+    return graph
+
+
+async def describe_children(client: Any, stream_arn: str, parent_id: str) -> list[Shard]:
+    """The child shards of ``parent_id``, for a consumer that just reached its end.
+
+    ``DescribeStream`` with ``ShardFilter={"Type": "CHILD_SHARDS", "ShardId": parent}``
+    answers them in one small call where the endpoint supports the filter (AWS). An
+    endpoint that ignores it (moto, DynamoDB Local) answers every shard in pages: those
+    are followed and filtered here, so the answer is the same either way. An endpoint
+    that refuses it (ValidationException) gets the plain paged read.
+    """
+    kwargs: dict[str, Any] = {"StreamArn": stream_arn, "ShardFilter": {"Type": "CHILD_SHARDS", "ShardId": parent_id}}
+    try:
+        shards = await _describe_pages(client, kwargs)
+    except ClientError as exc:
+        if error_code(exc) not in ("ValidationException", "InvalidParameterException", "UnknownParameterException"):
+            raise
+        shards = await _describe_pages(client, {"StreamArn": stream_arn})
+    return sorted((s for s in shards if s.parent_shard_id == parent_id), key=lambda s: s.shard_id)
 
 
 def _ancestors(graph: ShardGraph, shard_id: str) -> list[str]:
@@ -123,10 +150,15 @@ def _ancestors(graph: ShardGraph, shard_id: str) -> list[str]:
 
 
 async def sync_leases(
-    lease_table: LeaseTable, stream: StreamInfo, graph: ShardGraph, starting_position: str
+    lease_table: LeaseTable, stream: StreamInfo, graph: ShardGraph, starting_position: str, *,
+    complete: bool = True,
 ) -> int:
     """Create lease rows for shards that have none; delete finished leases of shards that
-    left the stream. Returns the number of leases created."""
+    left the stream. Returns the number of leases created.
+
+    ``complete=False``: ``graph`` is only part of the stream (a finished shard and its
+    children, at shard end); then nothing is deleted, since a shard missing from a partial
+    graph has not left the stream."""
     # Retried like every other call here: at start-up an escaping throttle or connection
     # reset would end the process.
     leases = {lease.shard_id: lease for lease in await call_aws("Query", lease_table.list_leases,
@@ -154,7 +186,8 @@ async def sync_leases(
         if await call_aws("PutItem", lease_table.create_lease, lease):
             created += 1
             log.info("create lease", stream=stream.table, shard=shard.shard_id, parents=parents)
-    await _clean_finished(lease_table, stream, graph, leases)
+    if complete:
+        await _clean_finished(lease_table, stream, graph, leases)
     return created
 
 
