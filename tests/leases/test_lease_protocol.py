@@ -875,6 +875,20 @@ async def test_take_children_takes_a_finished_parents_free_children_at_once(make
     assert (await owners(shared))["merged"] == "worker-a"
 
 
+async def test_take_children_takes_rows_it_just_created_without_reading_them(make_table: TableFactory) -> None:
+    shared = await make_table()
+    child = Lease(stream_arn=STREAM, shard_id="child", table="orders", parent_shard_ids=("parent",))
+    assert await shared.create_lease(child)
+    a, _ = coordinator(shared, "worker-a")
+    b, _ = coordinator(await make_table(), "worker-b")
+    await beat_and_poll(a, b)
+
+    assert [lease.shard_id for lease in await a.take_children(STREAM, "parent", ["child"], [child])] == ["child"]
+    # The same row as created, once more: the conditional take fails, nothing is taken twice.
+    assert await b.take_children(STREAM, "parent", ["child"], [child]) == []
+    assert (await owners(shared))["child"] == "worker-a" and held(b) == set()
+
+
 async def test_take_children_leaves_them_to_the_pass_when_not_taking_or_at_the_cap(make_table: TableFactory) -> None:
     shared = await make_table()
     for shard_id in ("left", "right"):

@@ -19,8 +19,9 @@ class ChildStart:
 
 
 def churn(cluster: Cluster, stream_arn: str, *, changes: int, every_seconds: float, keys: int,
-          rng: random.Random, tail_seconds: float = 1.5) -> list[str]:
-    """Write a record of each of ``keys`` keys every 20 ms (in turn), and every
+          rng: random.Random, per_tick: int = 16, tail_seconds: float = 1.5) -> list[str]:
+    """Every 20 ms write one record of each of the next ``per_tick`` of ``keys`` keys (in
+    turn: many keys, so that every shard of a split receives some), and every
     ``every_seconds`` rotate or split (alternately) one open shard picked at random; keep
     writing ``tail_seconds`` after the last change so every child receives records. Returns
     the parents closed."""
@@ -29,8 +30,11 @@ def churn(cluster: Cluster, stream_arn: str, *, changes: int, every_seconds: flo
     closed: list[str] = []
     next_change = time.monotonic() + every_seconds
     end: float | None = None
+    turn = 0
     while end is None or time.monotonic() < end:
-        for key in names:
+        batch = [names[(turn + i) % keys] for i in range(per_tick)]
+        turn += per_tick
+        for key in batch:
             shard, seq = cluster.sim.put_record(cluster.table, {"pk": key}, {"pk": key, "n": counts[key]})
             cluster.written.append(Written(key, counts[key], shard, seq))
             counts[key] += 1

@@ -49,7 +49,7 @@ def test_children_of_rotated_and_split_shards_start_without_waiting_for_discover
     cluster.start_checkpoint_monitor()
     wait_for(lambda: balanced(cluster.load(), WORKERS, SHARDS), timeout=40)
 
-    parents = churn(cluster, arn, changes=CHANGES, every_seconds=1.0, keys=24, rng=random.Random(5))
+    parents = churn(cluster, arn, changes=CHANGES, every_seconds=1.0, keys=200, rng=random.Random(5))
 
     wait_for(lambda: not cluster.missing(), timeout=BOUND_SECONDS + 20)
     starts = child_starts(cluster, arn, parents)

@@ -27,7 +27,7 @@ import math
 import random
 import time
 from collections import Counter
-from typing import Callable
+from typing import Callable, Sequence
 
 import structlog
 
@@ -278,7 +278,9 @@ class LeaseCoordinator:
                                   detail=str(exc)[:200])
         return stolen
 
-    async def take_children(self, stream_arn: str, parent_id: str, children: list[str]) -> list[Lease]:
+    async def take_children(
+        self, stream_arn: str, parent_id: str, children: list[str], created: Sequence[Lease] = (),
+    ) -> list[Lease]:
         """Take the children of a shard this worker just finished, now, not at the next pass.
 
         The worker that read a parent to its end is their natural owner (it just gave that
@@ -286,14 +288,16 @@ class LeaseCoordinator:
         one of its parents is finished (a merge's other parent may still be read elsewhere:
         whoever finishes the last parent takes it). Takes are conditional like any other:
         a worker that took a child first keeps it. Within ``max_leases_per_worker``; the
-        balancer evens out what a split adds (one lease becomes two)."""
+        balancer evens out what a split adds (one lease becomes two). ``created``: rows this
+        worker just created, taken as written without reading them back."""
+        fresh = {lease.shard_id: lease for lease in created}
         taken: list[Lease] = []
         async with self._pass_lock:
             for child in children:
                 cap = self._config.max_leases_per_worker
                 if not self.taking or not self.renewing or (cap is not None and len(self.held) >= cap):
                     break
-                row = await call_aws("GetItem", self._table.get_lease, stream_arn, child)
+                row = fresh.get(child) or await call_aws("GetItem", self._table.get_lease, stream_arn, child)
                 if row is None or row.finished or row.key in self.held:
                     continue
                 now = time.monotonic()

@@ -169,8 +169,8 @@ class ShardSupervisor:
         """Lease the finished shard's children and take them now. Best effort: on an error
         the leader's next discovery pass creates the rows, and any taker's pass takes them."""
         try:
-            created = await self._lineage.lease_children(parent.stream_arn, parent.shard_id, children)
-            taken = await self.leases.take_children(parent.stream_arn, parent.shard_id, children)
+            created = await self._lineage.lease_children(parent, children)
+            taken = await self.leases.take_children(parent.stream_arn, parent.shard_id, children, created)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - discovery is the safety net
@@ -178,7 +178,8 @@ class ShardSupervisor:
                               error=type(exc).__name__, detail=str(exc)[:200])
             self.leases.request_scan()
             return
-        self._log.info("start child shards", shard=parent.shard_id, children=children, created=created,
+        self._log.info("start child shards", shard=parent.shard_id, children=children,
+                       created=[lease.shard_id for lease in created],
                        taken=[lease.shard_id for lease in taken])
         if len(taken) < len(children):
             self.leases.request_scan()  # the rest: the next pass, here or on another worker

@@ -150,19 +150,27 @@ def _ancestors(graph: ShardGraph, shard_id: str) -> list[str]:
 
 
 async def sync_leases(
-    lease_table: LeaseTable, stream: StreamInfo, graph: ShardGraph, starting_position: str, *,
-    complete: bool = True,
+    lease_table: LeaseTable, stream: StreamInfo, graph: ShardGraph, starting_position: str
 ) -> int:
     """Create lease rows for shards that have none; delete finished leases of shards that
-    left the stream. Returns the number of leases created.
-
-    ``complete=False``: ``graph`` is only part of the stream (a finished shard and its
-    children, at shard end); then nothing is deleted, since a shard missing from a partial
-    graph has not left the stream."""
+    left the stream. Returns the number of leases created."""
     # Retried like every other call here: at start-up an escaping throttle or connection
     # reset would end the process.
     leases = {lease.shard_id: lease for lease in await call_aws("Query", lease_table.list_leases,
                                                                 stream.stream_arn)}
+    created = await create_missing_leases(lease_table, stream, graph, starting_position, leases)
+    await _clean_finished(lease_table, stream, graph, leases)
+    return len(created)
+
+
+async def create_missing_leases(
+    lease_table: LeaseTable, stream: StreamInfo, graph: ShardGraph, starting_position: str,
+    leases: dict[str, Lease],
+) -> list[Lease]:
+    """Create a lease row (parents first) for each shard of ``graph`` that should have one
+    and has none in ``leases`` (shard id -> the stream's lease rows); the rows created.
+    ``graph`` may be part of the stream (a finished shard and its children): nothing is
+    deleted here."""
     first_time = not leases
     candidates = graph.in_lineage_order()
     if first_time and starting_position == "LATEST":
@@ -175,7 +183,7 @@ async def sync_leases(
     # Ancestors of leased shards that have no lease were skipped on purpose (a LATEST
     # start) or finished and cleaned up: never go back behind existing leases.
     behind = {a for shard_id in leases for a in _ancestors(graph, shard_id)}
-    created = 0
+    created: list[Lease] = []
     for shard in candidates:
         if shard.shard_id in leases or shard.shard_id in done_parents or shard.shard_id in behind:
             continue
@@ -184,10 +192,8 @@ async def sync_leases(
         lease = Lease(stream_arn=stream.stream_arn, shard_id=shard.shard_id, table=stream.table,
                       parent_shard_ids=tuple(parents))
         if await call_aws("PutItem", lease_table.create_lease, lease):
-            created += 1
+            created.append(lease)
             log.info("create lease", stream=stream.table, shard=shard.shard_id, parents=parents)
-    if complete:
-        await _clean_finished(lease_table, stream, graph, leases)
     return created
 
 

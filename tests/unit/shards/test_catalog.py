@@ -71,14 +71,13 @@ async def test_children_come_from_describe_stream_when_nothing_else_knows_them()
     assert len(streams.calls_of("DescribeStream")) == 1
 
 
-async def test_children_from_lease_rows_need_no_describe_stream() -> None:
+async def test_children_of_a_shard_gone_from_the_stream_come_from_the_lease_rows() -> None:
     streams = split_stream()
     table = FakeLeaseTable()
-    table.put(Lease(stream_arn=ARN, shard_id="left", table="orders", parent_shard_ids=("parent",)))
+    table.put(Lease(stream_arn=ARN, shard_id="left", table="orders", parent_shard_ids=("aged-out",)))
     catalog = catalog_of(streams, table)
 
-    assert await catalog.children_of(ARN, "parent") == ["left"]  # what a non-leader knows
-    assert streams.calls_of("DescribeStream") == []
+    assert await catalog.children_of(ARN, "aged-out") == ["left"]  # as discovery recorded them
 
 
 async def test_discovery_follows_a_re_enabled_stream_and_answers_its_children() -> None:
@@ -147,22 +146,26 @@ async def test_children_where_the_endpoint_refuses_the_filter_come_from_a_plain_
 async def test_lease_children_creates_their_rows_with_the_parent_and_deletes_nothing() -> None:
     streams = wide_split_stream(describe_page_size=100)
     table = FakeLeaseTable()
-    table.put(Lease(stream_arn=ARN, shard_id="parent", table="orders", checkpoint="SHARD_END"))
+    parent = Lease(stream_arn=ARN, shard_id="parent", table="orders", checkpoint="SHARD_END")
+    table.put(parent)
     # A finished lease of a shard that is not in the partial graph: discovery's full pass
     # would judge it; the shard-end path must not take it for aged out.
     table.put(Lease(stream_arn=ARN, shard_id="other-0", table="orders", checkpoint="SHARD_END"))
+    table.put(Lease(stream_arn=ARN, shard_id="right", table="orders", parent_shard_ids=("parent",)))  # by discovery
     catalog = catalog_of(streams, table)
 
-    assert await catalog.lease_children(ARN, "parent", ["left", "right"]) == 2
-    assert await catalog.lease_children(ARN, "parent", ["left", "right"]) == 0  # conditional: once
+    created = await catalog.lease_children(parent, ["left", "right"])
 
-    assert table.created == ["left", "right"] and table.deleted == []
+    assert [(lease.shard_id, lease.parent_shard_ids, lease.owner, lease.counter) for lease in created] == [
+        ("left", ("parent",), None, 0)]
+    assert await catalog.lease_children(parent, ["left", "right"]) == []  # conditional: once
+    assert table.created == ["left"] and table.deleted == []
     assert table.leases[(ARN, "left")].parent_shard_ids == ("parent",)
-    assert table.leases[(ARN, "right")].parent_shard_ids == ("parent",)
     assert streams.calls_of("DescribeStream") == []
 
 
 async def test_lease_children_of_a_stream_no_longer_followed_creates_nothing() -> None:
     table = FakeLeaseTable()
-    assert await catalog_of(split_stream(), table).lease_children(NEW_ARN, "parent", ["left"]) == 0
+    parent = Lease(stream_arn=NEW_ARN, shard_id="parent", table="orders", checkpoint="SHARD_END")
+    assert await catalog_of(split_stream(), table).lease_children(parent, ["left"]) == []
     assert table.created == []
