@@ -57,14 +57,16 @@ class ShardSupervisor:
         pipelines: PipelineSource,
         lineage: ShardLineage,
         streams: Callable[[], dict[str, str]],
+        idle_budget: IdlePollBudget | None = None,
     ) -> None:
-        """``streams`` answers the consumed streams (ARN -> logical table) for the taker."""
+        """``streams`` answers the consumed streams (ARN -> logical table) for the taker;
+        ``idle_budget`` is shared with whoever wakes readers (default: one of its own)."""
         self._config = config
         self._lease_table = lease_table
         self._streams_client = streams_client
         self._pipelines = pipelines
         self._lineage = lineage
-        self._idle_budget = IdlePollBudget(config.reader.idle_polls_per_second)
+        self._idle_budget = idle_budget or IdlePollBudget(config.reader.idle_polls_per_second)
         self._running: dict[LeaseKey, _Running] = {}
         self._backoffs: dict[LeaseKey, RestartBackoff] = {}
         self._restarts: set[asyncio.Task[None]] = set()
