@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 
 
 class IdlePollBudget:
@@ -40,6 +41,7 @@ class IdlePollBudget:
         self._wakes: dict[str, asyncio.Future[None]] = {}  # stream -> done on its next wake
         self._next_wake: dict[str, float] = {}  # stream -> loop time a wake may run again
         self._deferred: set[str] = set()
+        self._last_write: dict[str, float] = {}  # stream -> time.monotonic() of its last wake call
 
     def enter_idle(self, stream: str) -> None:
         self.idle_readers += 1
@@ -49,22 +51,27 @@ class IdlePollBudget:
         self.idle_readers -= 1
         self._idle_by_stream[stream] -= 1
 
-    def woken(self, stream: str) -> asyncio.Future[None]:
+    def woken(self, stream: str, since: float) -> asyncio.Future[None]:
         """A future done at the next :meth:`wake` of ``stream``, shared by its readers (wait
-        on it with ``asyncio.wait``, like a tick)."""
+        on it with ``asyncio.wait``, like a tick). ``since``: the ``time.monotonic()`` at
+        which the caller's last read began; a write woken since then (while it was reading, so it may have
+        missed it) wakes it again, within the same spacing."""
         future = self._wakes.get(stream)
         if future is None or future.done():
             future = self._wakes[stream] = asyncio.get_running_loop().create_future()
+        if self._last_write.get(stream, -math.inf) > since:
+            self.wake(stream)
         return future
 
     def wake(self, stream: str) -> None:
         """Records were just written to ``stream``: its idle readers poll now (or at the
         earliest time the spacing allows). Safe to call often: a wake with nobody waiting
         costs a dict lookup."""
+        self._last_write[stream] = time.monotonic()
+        loop = asyncio.get_running_loop()
         future = self._wakes.get(stream)
         if future is None or future.done() or stream in self._deferred:
             return
-        loop = asyncio.get_running_loop()
         due = self._next_wake.get(stream, 0.0)
         if loop.time() < due:
             self._deferred.add(stream)

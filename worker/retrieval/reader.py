@@ -191,6 +191,7 @@ class ShardReader:
         stopped: asyncio.Future[Any] | None = None
         try:
             while not stop.is_set():
+                read_at = time.monotonic()
                 page = await self.read_page()
                 if page.records or page.shard_end:
                     return page
@@ -202,7 +203,7 @@ class ShardReader:
                     if not idle:
                         idle = True
                         self._budget.enter_idle(self._label)
-                    woken = self._budget.woken(self._label)
+                    woken = self._budget.woken(self._label, since=read_at)
                     waits = (stopped, woken)
                 if self._budget is not None and delay >= configured:
                     await asyncio.wait((self._budget.tick_after(delay), *waits), return_when=asyncio.FIRST_COMPLETED)

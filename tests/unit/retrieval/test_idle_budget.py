@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 
 from tests.unit.fakes import FakeStreamsClient, make_record
@@ -151,11 +152,11 @@ async def test_wakes_of_a_stream_are_spaced_by_its_idle_readers_over_the_budget(
     budget.wake("events")  # nobody waiting: nothing to do, nothing deferred
     for _ in range(4):
         budget.enter_idle("events")
-    first = budget.woken("events")
+    first = budget.woken("events", since=time.monotonic())
     budget.wake("events")
     assert first.done()
 
-    second = budget.woken("events")
+    second = budget.woken("events", since=time.monotonic())
     budget.wake("events")
     budget.wake("events")  # folded into the deferred one
     assert not second.done()
@@ -163,3 +164,13 @@ async def test_wakes_of_a_stream_are_spaced_by_its_idle_readers_over_the_budget(
     for _ in range(4):
         budget.leave_idle("events")
     assert budget.idle_readers == 0
+
+
+async def test_a_write_woken_while_the_reader_was_reading_wakes_it_when_it_goes_idle() -> None:
+    budget = IdlePollBudget(polls_per_second=40)
+    budget.enter_idle("events")
+    read_at = time.monotonic()
+    budget.wake("events")  # while the reader's GetRecords was under way: nobody waiting yet
+    assert budget.woken("events", since=read_at).done()
+    later = time.monotonic()
+    assert not budget.woken("events", since=later).done()  # nothing written since that read
