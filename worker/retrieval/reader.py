@@ -208,7 +208,7 @@ class ShardReader:
                 if self._budget is not None and delay >= configured:
                     await asyncio.wait((self._budget.tick_after(delay), *waits), return_when=asyncio.FIRST_COMPLETED)
                 else:
-                    await asyncio.wait(waits, timeout=delay)
+                    await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
                 if woken is not None and woken.done():
                     # This process just wrote to the stream: poll now, and keep polling at
                     # the short pace while the writes go on.

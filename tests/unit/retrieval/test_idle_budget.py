@@ -6,6 +6,8 @@ import asyncio
 import time
 import uuid
 
+import pytest
+
 from tests.unit.fakes import FakeStreamsClient, make_record
 from worker.config import ReaderConfig
 from worker.retrieval.idle_budget import IdlePollBudget
@@ -119,15 +121,17 @@ async def test_a_cancelled_reader_does_not_cancel_the_tick_others_wait_for() -> 
     assert shared.done() and not shared.cancelled()
 
 
-async def test_a_wake_makes_an_idle_reader_of_that_stream_poll_now() -> None:
-    """A reader whose back-off would keep it asleep for a minute reads a record written to
-    its stream as soon as the stream is woken; a wake of another stream leaves it asleep."""
+@pytest.mark.parametrize("idle_poll_seconds", [30, 60], ids=["short-wait", "tick-wait"])
+async def test_a_wake_makes_an_idle_reader_of_that_stream_poll_now(idle_poll_seconds: float) -> None:
+    """A reader whose back-off would keep it asleep for half a minute or more reads a record
+    written to its stream as soon as the stream is woken, whether it waits below its back-off
+    ceiling or at it (on the budget's ticks); a wake of another stream leaves it asleep."""
     client = FakeStreamsClient()
     client.add_shard("shardId-1", records=[], closed=False)
     budget = IdlePollBudget(polls_per_second=50)
     reader = ShardReader(client, stream_arn=client.stream_arn, shard_id="shardId-1", stream_label="events",
                          start=TRIM_HORIZON, budget=budget,
-                         config=ReaderConfig(idle_poll_seconds=60, max_idle_poll_seconds=60))
+                         config=ReaderConfig(idle_poll_seconds=idle_poll_seconds, max_idle_poll_seconds=60))
     task = asyncio.create_task(reader.next_page(asyncio.Event()))
     for _ in range(100):
         await asyncio.sleep(0.01)
