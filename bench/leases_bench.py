@@ -51,7 +51,7 @@ def run(shards: int, idle_seconds: float) -> dict[str, float]:
     moto = MotoServer().start()
     sim = Simulator(seed=11).start()
     workdir = Path(tempfile.mkdtemp(prefix="lease-bench-"))
-    cluster = Cluster(moto_url=moto.url, sim=sim, workdir=workdir, prefix=f"b{uuid.uuid4().hex[:6]}-",
+    cluster = Cluster(endpoint_url=moto.url, sim=sim, workdir=workdir, prefix=f"b{uuid.uuid4().hex[:6]}-",
                       table="bench-load", duration=LEASE_DURATION)
     ports = {worker: free_port() for worker in WORKERS}
     try:

@@ -7,9 +7,17 @@ with the same back-off as every background loop (worker/supervision.py), as long
 lease is still held. A consumer stopped by the trimmed-data policy ``stop_shard`` is held
 stopped: its lease is kept so nobody reads past the gap, and the worker is not ready.
 
+At a shard's end the children start at once: their lease rows are created (the stream
+catalog) and this worker, which just read their parent to its end, tries to take them
+(the lease coordinator); the leader's periodic discovery remains the safety net.
+
 On stop: :meth:`drain` lets every consumer finish and checkpoint within a budget, then
 cancels the rest (which save their finished prefix); :meth:`release_all` hands every lease
 back so other workers resume at once.
+
+It runs the config's ``on_lease_lost`` hook (worker/lifecycle/hooks.py) when a consumer
+ended with its lease lost, however that was noticed; the hook runs beside the other
+consumers, bounded by ``hooks.timeout_seconds``, and the drain waits for it.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from worker.leases.coordinator import LeaseCoordinator, LeaseKey
 from worker.leases.model import Lease
 from worker.leases.table import LeaseTable
 from worker.lifecycle.consumer import ConsumerState, PipelineSource, ShardConsumer, ShardLineage
+from worker.lifecycle.hooks import LifecycleHooks
 from worker.observability import metrics
 from worker.retrieval.idle_budget import IdlePollBudget
 from worker.supervision import RestartBackoff
@@ -53,17 +62,24 @@ class ShardSupervisor:
         pipelines: PipelineSource,
         lineage: ShardLineage,
         streams: Callable[[], dict[str, str]],
+        hooks: LifecycleHooks | None = None,
+        idle_budget: IdlePollBudget | None = None,
     ) -> None:
-        """``streams`` answers the consumed streams (ARN -> logical table) for the taker."""
+        """``streams`` answers the consumed streams (ARN -> logical table) for the taker;
+        ``hooks`` are the config's lifecycle hooks (None: none); ``idle_budget`` is shared
+        with whoever wakes readers (default: one of its own)."""
+        self._hooks = hooks
+        self._hook_runs: set[asyncio.Task[None]] = set()
         self._config = config
         self._lease_table = lease_table
         self._streams_client = streams_client
         self._pipelines = pipelines
         self._lineage = lineage
-        self._idle_budget = IdlePollBudget(config.reader.idle_polls_per_second)
+        self._idle_budget = idle_budget or IdlePollBudget(config.reader.idle_polls_per_second)
         self._running: dict[LeaseKey, _Running] = {}
         self._backoffs: dict[LeaseKey, RestartBackoff] = {}
         self._restarts: set[asyncio.Task[None]] = set()
+        self._child_starts: set[asyncio.Task[None]] = set()
         self._held_stopped: set[str] = set()  # "table:shard" held stopped by the trimmed-data policy
         self._stopping = False
         self._log = log.bind(worker=worker_id)
@@ -108,6 +124,7 @@ class ShardSupervisor:
             config=self._config,
             stream=self._config.tables[lease.table].stream,
             idle_budget=self._idle_budget,
+            hooks=self._hooks,
         )
         stop = asyncio.Event()
         task = asyncio.create_task(consumer.run(stop), name=f"consumer:{lease.table}:{lease.shard_id}")
@@ -121,7 +138,7 @@ class ShardSupervisor:
         if running is not None and not running.task.done():
             # Fenced: stop at once; its checkpoint write would fail anyway. The state changes
             # first, so the cancelled run does not try to save its progress.
-            running.consumer.lose()
+            running.consumer.lose("taken" if self.leases.renewing else "expired")
             running.task.cancel()
 
     # -- a consumer ended ------------------------------------------------------------------
@@ -132,13 +149,22 @@ class ShardSupervisor:
             return
         lease = running.consumer.lease
         metrics.leases_held.labels(lease.table).dec()
+        if running.consumer.state is ConsumerState.LEASE_LOST:
+            self._run_lease_lost_hook(running.consumer)
         if task.cancelled():
+            if running.consumer.state is ConsumerState.SHARD_END:
+                self.leases.forget(lease)  # finished, then cut off in its on_shard_end hook
             return
         exc = task.exception()
         if exc is None:
             if task.result() in (ConsumerState.SHARD_END, ConsumerState.LEASE_LOST):
                 self.leases.forget(lease)
                 self._backoffs.pop(key, None)
+            if task.result() is ConsumerState.SHARD_END and running.consumer.children and not self._stopping:
+                start = asyncio.create_task(self._start_children(lease, running.consumer.children),
+                                            name=f"children:{lease.shard_id}")
+                self._child_starts.add(start)
+                start.add_done_callback(self._child_starts.discard)
             return
         if isinstance(exc, TrimmedDataError):
             # Policy "stop_shard": keep the lease so nobody else reads past the gap.
@@ -157,6 +183,34 @@ class ShardSupervisor:
         self._restarts.add(restart)
         restart.add_done_callback(self._restarts.discard)
 
+    def _run_lease_lost_hook(self, consumer: ShardConsumer) -> None:
+        hooks = self._hooks
+        if hooks is None or not hooks.has("on_lease_lost"):
+            return
+        info = hooks.shard_info(consumer.lease, consumer.lost_reason or "taken", consumer.checkpointed)
+        run = asyncio.create_task(hooks.shard_event("on_lease_lost", info), name=f"on_lease_lost:{info.shard_id}")
+        self._hook_runs.add(run)
+        run.add_done_callback(self._hook_runs.discard)
+
+    async def _start_children(self, parent: Lease, children: list[str]) -> None:
+        """Lease the finished shard's children and take them now. Best effort: on an error
+        the leader's next discovery pass creates the rows, and any taker's pass takes them."""
+        try:
+            created = await self._lineage.lease_children(parent, children)
+            taken = await self.leases.take_children(parent.stream_arn, parent.shard_id, children, created)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - discovery is the safety net
+            self._log.warning("leave child shards to discovery", shard=parent.shard_id, children=children,
+                              error=type(exc).__name__, detail=str(exc)[:200])
+            self.leases.request_scan()
+            return
+        self._log.info("start child shards", shard=parent.shard_id, children=children,
+                       created=[lease.shard_id for lease in created],
+                       taken=[lease.shard_id for lease in taken])
+        if len(taken) < len(children):
+            self.leases.request_scan()  # the rest: the next pass, here or on another worker
+
     async def _restart(self, key: LeaseKey, resume: Lease, delay: float) -> None:
         await asyncio.sleep(delay)
         lease = self.leases.held.get(key)
@@ -171,12 +225,13 @@ class ShardSupervisor:
         closing clients); cancel the consumers still running then."""
         self._stopping = True
         self.leases.taking = False
-        for restart in list(self._restarts):
+        for restart in list(self._restarts) + list(self._child_starts):
             restart.cancel()
         for running in self._running.values():
             running.stop.set()
         tasks = [running.task for running in self._running.values()]
         if not tasks:
+            await self._wait_hook_runs(deadline)
             return
         budget = max(0.5, (deadline - time.monotonic()) * 0.8)
         _, pending = await asyncio.wait(tasks, timeout=budget)
@@ -185,6 +240,15 @@ class ShardSupervisor:
         if pending:
             self._log.warning("cancel consumers past the shutdown budget", count=len(pending))
             await asyncio.wait(pending, timeout=max(0.1, deadline - time.monotonic()))
+        await self._wait_hook_runs(deadline)
+
+    async def _wait_hook_runs(self, deadline: float) -> None:
+        """Let running on_lease_lost hooks finish (each is bounded by its own timeout too)."""
+        runs = list(self._hook_runs)
+        if runs:
+            _, pending = await asyncio.wait(runs, timeout=max(0.1, (deadline - time.monotonic()) * 0.8))
+            for run in pending:
+                run.cancel()
 
     async def release_all(self) -> None:
         """Release every held lease (shielded: a release is not cut in half) and leave."""
