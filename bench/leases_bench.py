@@ -15,9 +15,10 @@ import uuid
 from pathlib import Path
 
 from bench.results import merge, print_table
-from tests.moto_process import MotoServer, free_port
-from tests.multiworker.harness import Cluster, balanced, wait_for
-from tests.simulator import Simulator
+from worker.local.moto_process import MotoServer
+from worker.local.processes import free_port
+from bench.cluster import Cluster, balanced, wait_for
+from worker.local.simulator import Simulator
 
 WORKERS = ["bench-a", "bench-b", "bench-c"]
 LEASE_DURATION = 10.0  # the product default, and KCL's default failover time
@@ -51,7 +52,7 @@ def run(shards: int, idle_seconds: float) -> dict[str, float]:
     moto = MotoServer().start()
     sim = Simulator(seed=11).start()
     workdir = Path(tempfile.mkdtemp(prefix="lease-bench-"))
-    cluster = Cluster(moto_url=moto.url, sim=sim, workdir=workdir, prefix=f"b{uuid.uuid4().hex[:6]}-",
+    cluster = Cluster(endpoint_url=moto.url, sim=sim, workdir=workdir, prefix=f"b{uuid.uuid4().hex[:6]}-",
                       table="bench-load", duration=LEASE_DURATION)
     ports = {worker: free_port() for worker in WORKERS}
     try:
