@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install run check-config clean lint lock lock-upgrade bench bench-leases bench-pipeline bench-pipeline-tracing bench-e2e bench-lag bench-idle
+.PHONY: demo test install run check-config clean lint lock lock-upgrade bench bench-leases bench-pipeline bench-pipeline-tracing bench-e2e bench-lag bench-idle bench-hot-shard
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 # Benchmarks write bench/results.json (see bench/README.md).
-bench: bench-leases bench-pipeline bench-e2e bench-lag bench-idle
+bench: bench-leases bench-pipeline bench-e2e bench-lag bench-idle bench-hot-shard
 
 bench-leases: $(STAMP)
 	$(BIN)/python -m bench.leases_bench
@@ -41,6 +41,9 @@ bench-lag: $(STAMP)
 
 bench-idle: $(STAMP)
 	$(BIN)/python -m bench.idle_bench
+
+bench-hot-shard: $(STAMP)
+	$(BIN)/python -m bench.hot_shard_bench
 
 # requirements.lock: every runtime dependency (plus the otel extra, when pyproject.toml has
 # one) pinned with its hashes, for the Docker image (pip --require-hashes). `make lock` after

@@ -5,10 +5,10 @@ Both variants run config/worker.yaml itself (its tables, routes, handlers, reade
 lease timings), with prefixed table names, each on a fresh endpoint:
 
 * naive: a one-record-at-a-time consumer, i.e. the same worker with
-  ``parallelization_factor: 1`` on both routes: each shard's records are handled one
+  ``max_concurrency: 1`` on both routes: each shard's records are handled one
   after the other, in stream order, as a plain GetRecords -> handle -> next loop does (and
   as Lambda does with its default ParallelizationFactor 1 and batch size 1).
-* worker: the seed config's defaults (``parallelization_factor: 10`` on both routes).
+* worker: the seed config's defaults (``max_concurrency: 10`` on both routes).
 
 ``--orders`` NEW orders are written up front; then ``stream-worker run`` starts. Time
 from the first consumer's "start shard" log line (process start-up is not counted) to
@@ -74,12 +74,13 @@ from bench.support import (
 
 
 def variant_document(endpoint: str, prefix: str, parallelization: int | None) -> dict[str, Any]:
-    """The seed config on ``endpoint``; ``parallelization`` overrides both routes' factor
-    (None: the seed's own)."""
+    """The seed config on ``endpoint``; ``parallelization`` overrides both routes'
+    ``max_concurrency`` (None: the seed's own)."""
     doc = seed_document(endpoint, prefix)
     if parallelization is not None:
         for route in doc["routes"]:
-            route["parallelization_factor"] = parallelization
+            route.pop("parallelization_factor", None)
+            route["max_concurrency"] = parallelization
     return doc
 
 
@@ -202,7 +203,7 @@ def run_variant(name: str, parallelization: int | None, orders: int, workdir: Pa
         if missing:
             raise RuntimeError(f"{name}: {len(missing)} orders without a DISPATCHED shipment")
     seconds = finished - started
-    factors = sorted({r.get("parallelization_factor", 1) for r in doc["routes"]})
+    factors = sorted({r.get("max_concurrency") or r.get("parallelization_factor") or 10 for r in doc["routes"]})
     return {"orders_per_s": orders / seconds, "seconds": seconds, "factor": factors,
             "cpu_pct": 100 * cpu_used / window, "moto_cpu_pct": 100 * moto_used / window}
 

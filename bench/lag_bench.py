@@ -1,7 +1,7 @@
 """Lag benchmark: how long after a write its handler starts, at a steady moderate rate,
 with the product's default reader settings (idle poll 0.25 s backing off to 1 s).
 
-The seed config (config/worker.yaml: tables, routes, parallelization 10, reader and lease
+The seed config (config/worker.yaml: tables, routes, max_concurrency 10, reader and lease
 defaults) runs on a moto server (``bench.moto_server``: atomic stream sequence numbers), with its two handlers wrapped by bench/lag_handlers.py
 so that each first notes its wall-clock start time. After the worker holds both leases
 and has been idle for ``--settle`` seconds (its readers at the back-off ceiling), this

@@ -191,6 +191,10 @@ class ProcessingConfig(_Section):
     dead_letter: DeadLetterConfig | None = None
     checkpoint_interval_seconds: float = Field(1.0, gt=0, le=300)
     max_in_flight_records: int = Field(5_000, ge=1, le=1_000_000)
+    max_concurrent_handler_calls: int = Field(
+        1_000, ge=1, le=100_000,
+        description="handler calls in flight in the whole process, over all shards and routes",
+    )
 
 
 class PublisherConfig(_Section):
@@ -231,6 +235,10 @@ class Conditions(_Section):
     old_image: dict[str, Any] = {}
 
 
+# Per route and shard. The seed config's concurrency, and Lambda's maximum
+# ParallelizationFactor: what users coming from either expect.
+DEFAULT_MAX_CONCURRENCY = 10
+
 _IMPORT_STRING = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
 _DOTTED_ONLY = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$"
 
@@ -262,7 +270,13 @@ class RouteConfig(_Section):
     )
     batch_size: int = Field(100, ge=1, le=10_000)
     batching_window_seconds: float = Field(0.0, ge=0, le=300)
-    parallelization_factor: int = Field(1, ge=1, le=100)
+    max_concurrency: int | None = Field(
+        None, ge=1, le=1_000,
+        description=f"calls in flight per shard (default {DEFAULT_MAX_CONCURRENCY}); one key stays in order",
+    )
+    parallelization_factor: int | None = Field(
+        None, ge=1, le=100, description="Lambda's name for max_concurrency (an alias, same meaning)",
+    )
     timeout_seconds: float | None = Field(60.0, gt=0, le=3600)
     retry: RetryConfig | None = None
     dead_letter: DeadLetterConfig | None = None
@@ -291,9 +305,22 @@ class RouteConfig(_Section):
             raise ValueError("set exactly one of 'handler' (per record) or 'batch_handler' (per batch)")
         return self
 
+    @model_validator(mode="after")
+    def _one_concurrency(self) -> "RouteConfig":
+        if self.max_concurrency is not None and self.parallelization_factor is not None:
+            raise ValueError("set max_concurrency only: parallelization_factor is its Lambda-compatible alias")
+        return self
+
     @property
     def import_string(self) -> str:
         return self.handler or self.batch_handler or ""
+
+    @property
+    def concurrency(self) -> int:
+        """Calls (batches, for a batch route) in flight per shard: ``max_concurrency``, or
+        ``parallelization_factor`` (Lambda's knob: concurrent batches per shard, order kept
+        per key, which is what max_concurrency promises, without Lambda's lanes)."""
+        return self.max_concurrency or self.parallelization_factor or DEFAULT_MAX_CONCURRENCY
 
     @property
     def handler_key(self) -> str:

@@ -114,6 +114,7 @@ async def _connect(
     engine = ProcessingEngine(
         router=router, services=services, dead_letters=dead_letters,
         max_in_flight=config.processing.max_in_flight_records, hash_key_of=catalog.hash_key_of,
+        max_concurrent_calls=config.processing.max_concurrent_handler_calls,
     )
     shards = ShardSupervisor(
         config, worker_id=worker_id, lease_table=lease_table, streams_client=streams_client,

@@ -50,8 +50,8 @@ async def test_chain_for_many_orders(endpoint_url: str, prefix: str, aws: dict[s
     shipments = await scan_all(ddb, config.tables["shipments"].name)
     assert sorted(s["orderId"]["S"] for s in shipments) == sorted(order_ids)
 
-    # Each record reached each handler exactly once (orders of different ids run in
-    # parallel lanes, so only per-key order is promised; each id has one record here).
+    # Each record reached each handler exactly once (orders of different ids run
+    # concurrently, so only per-key order is promised; each id has one record here).
     handled = recorder.ok("order-processing")
     assert sorted(c.key for c in handled) == sorted(order_ids)
     assert sorted(c.key for c in recorder.ok("shipment-dispatch")) == sorted(order_ids)

@@ -1,22 +1,20 @@
 """An AWS-free harness for the processing engine (ShardPipeline + RouteDelivery + ShardProgress).
 
 A :class:`Scenario` describes one shard: its records (partition keys, event names, which
-ones the reader skips), the routes (per-record or batch handlers, lanes, retry policy) and,
+ones the reader skips), the routes (per-record or batch handlers, max_concurrency, retry policy) and,
 per route and record, a failure :class:`Plan` the fake handlers follow. :class:`Harness`
 wires the real engine to fake handlers, an in-memory dead-letter destination and an
 observer, all of which report to a :class:`Ledger`.
 
 The ledger samples invariants *while* the engine runs (in handlers, in the progress's ``finish``
 hook, in the dead-letter destination). A handler or hook must not raise AssertionError (the
-engine would treat it as a handler failure, or crash a lane), so problems are collected in
+engine would treat it as a handler failure, or crash a worker), so problems are collected in
 ``Ledger.violations`` and asserted at the end by the tests.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -26,6 +24,7 @@ from worker.config import RetryConfig
 from worker.deadletter import DeadLetter, DeadLetterConfig
 from worker.errors import PermanentError, RetryableError
 from worker.processing.delivery import BatchResult, DeliveryServices, RouteDelivery
+from worker.processing.key_scheduler import CallSlots, sleep_without_slots
 from worker.processing.pipeline import ShardPipeline
 from worker.processing.router import Route
 from worker.processing.progress import ShardProgress
@@ -60,21 +59,10 @@ def make_record(
     )
 
 
-def expected_lane(key: str, factor: int) -> int:
-    """The documented lane rule: crc32 of the partition key (its typed JSON) modulo the factor.
-
-    Computed here independently of ShardPipeline so that a lane rule that ignores the key
-    (or hashes something else) makes the lane-isolation property fail.
-    """
-    if factor == 1:
-        return 0
-    token = json.dumps({"S": key}, sort_keys=True)
-    return zlib.crc32(token.encode()) % factor
-
-
 async def fast_sleep(_delay: float) -> None:
-    """Injected as RouteDelivery's ``sleep``: back-off costs one loop turn, not wall time."""
-    await asyncio.sleep(0)
+    """Injected as RouteDelivery's ``sleep``: back-off costs one loop turn, not wall time,
+    and gives the call's concurrency slots back meanwhile, as the app's sleep does."""
+    await sleep_without_slots(0)
 
 
 # -- plans and scenarios -------------------------------------------------------------------
@@ -109,7 +97,7 @@ class RouteSpec:
     # as an order-preserving handler must), "partial-unordered" (report only what failed).
     mode: str = "raise"
     bisect: bool = True
-    factor: int = 1
+    concurrency: int = 1  # max_concurrency
     max_attempts: int = 3
     events: frozenset[str] = frozenset(EVENTS)
     window: float = 0.0
@@ -135,6 +123,7 @@ class Scenario:
     dead_letters: bool = True
     dead_letter_failures: int = 0
     max_in_flight: int = 100_000
+    call_slots: int | None = None  # the process-wide bound, when set
     sort_key: bool = False
     old: int = 0  # the first ``old`` records were created OLD_AGE seconds ago
 
@@ -162,6 +151,12 @@ class Ledger:
         self.send_failures: list[tuple[str, int]] = []
         self.violations: list[str] = []
         self.checkpoints: list[int] = []  # index of finished_up_to at every sample (-1: none)
+        # Handler calls in flight (per route, and in all), their peaks, and keys in a call.
+        self.active: Counter[str] = Counter()
+        self.peak: Counter[str] = Counter()
+        self.active_total = 0
+        self.peak_total = 0
+        self.keys_in_call: Counter[tuple[str, str]] = Counter()
         self._last_success: dict[tuple[str, str], int] = {}
 
     # -- helpers
@@ -186,6 +181,23 @@ class Ledger:
     def earlier_same_key(self, route: str, index: int) -> list[int]:
         key = self.key(index)
         return [j for j in range(index) if self.key(j) == key and route in self.routes_of[j]]
+
+    def enter(self, route: str, records: list[StreamRecord]) -> None:
+        """A handler call starts: no key may be in two calls of one route at once."""
+        self.active[route] += 1
+        self.peak[route] = max(self.peak[route], self.active[route])
+        self.active_total += 1
+        self.peak_total = max(self.peak_total, self.active_total)
+        for key in {self.key(self.index(r)) for r in records}:
+            if self.keys_in_call[(route, key)]:
+                self.fail(f"{route}: key {key} passed to a call while another call holds it")
+            self.keys_in_call[(route, key)] += 1
+
+    def leave(self, route: str, records: list[StreamRecord]) -> None:
+        self.active[route] -= 1
+        self.active_total -= 1
+        for key in {self.key(self.index(r)) for r in records}:
+            self.keys_in_call[(route, key)] -= 1
 
     # -- sampled invariants
 
@@ -351,7 +363,11 @@ class FakeHandlers:
 
         async def per_record(record: StreamRecord, ctx: Any) -> None:
             ledger.on_call(spec.name, [record])
-            await self._pause([record])
+            ledger.enter(spec.name, [record])
+            try:
+                await self._pause([record])
+            finally:
+                ledger.leave(spec.name, [record])
             error = self._error(spec, ledger.index(record))
             if error is not None:
                 raise error
@@ -359,7 +375,11 @@ class FakeHandlers:
 
         async def batch(records: list[StreamRecord], ctx: Any) -> Any:
             ledger.on_call(spec.name, records)
-            await self._pause(records)
+            ledger.enter(spec.name, records)
+            try:
+                await self._pause(records)
+            finally:
+                ledger.leave(spec.name, records)
             failed: list[StreamRecord] = []
             failed_keys: set[str] = set()
             for record in records:
@@ -409,7 +429,8 @@ def build_route(spec: RouteSpec, handler: Any, dead_letters: bool) -> Route:
         is_batch=spec.batch,
         batch_size=spec.batch_size if spec.batch else 1,
         batching_window_seconds=spec.window,
-        parallelization_factor=spec.factor,
+        max_concurrency=spec.concurrency,
+        timeout_seconds=30.0,  # runs every call under the watchdog (one per concurrent call)
         retry=RetryConfig(
             max_attempts=spec.max_attempts,
             max_record_age_seconds=spec.max_age,
@@ -462,6 +483,7 @@ class Harness:
             max_in_flight=scenario.max_in_flight,
             hash_key=HASH_KEY,
             stream_label=TABLE,
+            call_slots=None if scenario.call_slots is None else CallSlots(scenario.call_slots),
         )
 
     def _delivery_for(self, route: Route) -> RouteDelivery:

@@ -10,8 +10,9 @@ States and the transitions allowed between them::
 * WAITING_ON_PARENTS: a child shard starts only after every parent's lease says
   ``SHARD_END`` (a parent without a lease row is done: see docs/leases.md), so records of
   one key are handled in stream order across splits.
-* PROCESSING: pages are read in order and fed to the :class:`ShardPipeline` (route lanes,
-  per-key order) that the processing engine gives this shard. The consumer owns the
+* PROCESSING: pages are read in order and fed to the :class:`ShardPipeline` (a key
+  scheduler per route: one key in order, other keys concurrently) that the processing
+  engine gives this shard. The consumer owns the
   shard's :class:`ShardProgress`: the pipeline and its deliveries report finished records
   and failing calls to it, and the checkpoint loop writes the end of the finished prefix
   every ``processing.checkpoint_interval_seconds``, and at once when a record starts

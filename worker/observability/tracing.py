@@ -7,7 +7,7 @@ module global and returns a shared no-op, and ``opentelemetry`` is never importe
 
 The spans, and why they are shaped so (docs/operations.md shows them in a backend):
 
-* ``deliver <route>`` (CONSUMER): one per delivery of a lane's batch to a route (for
+* ``deliver <route>`` (CONSUMER): one per delivery of a key scheduler's batch to a route (for
   per-record routes: one record, across all its attempts). Its parent is the trace context
   the record carries: the ``traceparent`` attribute of its new image, which an event
   published by a traced worker has in its envelope and which any client may put on an item

@@ -10,6 +10,9 @@ Failure policy, per route (``RetryConfig``):
 * a batch whose handler *raised* is bisected first (when ``bisect_batch_on_error``): the
   halves are retried at once, in order, without counting an attempt, until the failing
   record is alone, so one poison record cannot take its neighbours down with it;
+* a failed part of a batch waits out its back-off apart: the parts of other keys go on
+  meanwhile, the later records of its keys wait with it (``deliver``'s ``key_of``), so a
+  failure holds up only its own keys;
 * an error that is not retryable (``PermanentError``: its ``retryable`` is False) skips
   the remaining attempts; ``max_attempts`` (calls) and
   ``max_record_age_seconds`` bound the rest. A record past a bound is written to the
@@ -27,7 +30,7 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from types import SimpleNamespace
-from typing import Awaitable, Callable, Iterable
+from typing import Awaitable, Callable, Hashable, Iterable
 
 import structlog
 from tenacity import wait_exponential_jitter
@@ -37,6 +40,7 @@ from worker.errors import PermanentError, RetryableError, is_retryable
 from worker.observability import metrics, tracing
 from worker.processing.context import BatchResult
 from worker.processing.invocation import DeliveryServices, HandlerInvoker, ProcessingObserver
+from worker.processing.key_scheduler import record_finished
 from worker.processing.progress import ShardProgress
 from worker.processing.router import Route
 from worker.records import StreamRecord
@@ -74,6 +78,7 @@ class RouteDelivery:
         self._dead_letters = dead_letters
         self._progress = progress  # the shard's: told of every finished record and failed call
         self._sleep = sleep
+        self._batch = route.is_batch
         # How this route's handler is called (its context too: worker.testing builds contexts from it).
         self.invoker = HandlerInvoker(route, services, log.bind(route=route.name, stream=route.table))
         # Resolved once: a labels() lookup per record is a measurable share of a no-op delivery.
@@ -124,6 +129,10 @@ class RouteDelivery:
 
     def _finish(self, record: StreamRecord) -> None:
         self._progress.finish(record)
+        if self._batch:
+            # Inside a key scheduler's batch call: the record's key goes back as soon as all
+            # of its records in the batch are finished, not when the whole batch is.
+            record_finished(record)
 
     async def _invoke(self, records: list[StreamRecord], attempt: int) -> tuple[list[StreamRecord], float]:
         """Call the handler once (the ``attempt``-th time for these records; see
@@ -155,11 +164,17 @@ class RouteDelivery:
 
     # -- per record ----------------------------------------------------------------------
 
-    async def deliver(self, records: list[StreamRecord]) -> None:
-        """Return once every record is handled or parked (in order within the call)."""
+    async def deliver(
+        self, records: list[StreamRecord], key_of: Callable[[StreamRecord], Hashable] | None = None
+    ) -> None:
+        """Return once every record is handled or parked (in order within the call).
+
+        ``key_of`` (batch routes) names each record's partition key: a failed part waits
+        out its back-off while the parts of other keys go on; without it every record
+        counts as one key and the whole rest of the batch waits behind a failed part."""
         with tracing.delivery(self.route, records):
             if self.route.is_batch:
-                await self._deliver_batch(records)
+                await self._deliver_batch(records, key_of or _one_key)
             else:
                 for record in records:
                     await self._deliver_one(record)
@@ -188,12 +203,22 @@ class RouteDelivery:
         self, records: list[StreamRecord], error: BaseException, attempts: int, first: dict[str, datetime]
     ) -> bool:
         """Park or back off after a failed call. True when the records were parked."""
+        delay = await self._park_or_backoff(records, error, attempts, first)
+        if delay is None:
+            return True
+        await self._sleep(delay)
+        return False
+
+    async def _park_or_backoff(
+        self, records: list[StreamRecord], error: BaseException, attempts: int, first: dict[str, datetime]
+    ) -> float | None:
+        """Park the records after a failed call (None), or the back-off before the next attempt."""
         self._progress.failing()
         if self._parks_permanent(error) or self._out_of_attempts(attempts):
             error_class = "exhausted" if is_retryable(error) else "permanent"
             for record in records:
                 await self._park(record, error, error_class, attempts, first.get(record.sequence_number))
-            return True
+            return None
         delay = self._backoff(attempts)
         metrics.handler_retries.labels(self.route.name).inc(len(records))
         level = "warning" if is_retryable(error) else "error"
@@ -203,16 +228,23 @@ class RouteDelivery:
             attempt=attempts, delay=round(delay, 3), error=type(error).__name__, detail=str(error)[:300],
             **self._failure_details(records[0], error),
         )
-        await self._sleep(delay)
-        return False
+        return delay
 
     # -- batches -------------------------------------------------------------------------
 
-    async def _deliver_batch(self, batch: list[StreamRecord]) -> None:
+    async def _deliver_batch(self, batch: list[StreamRecord], key_of: Callable[[StreamRecord], Hashable]) -> None:
         attempts: dict[str, int] = {}
         first: dict[str, datetime] = {}
-        queue: list[list[StreamRecord]] = [batch]
-        while queue:
+        queue: list[list[StreamRecord]] = [batch]  # parts to call now, in stream order
+        # Failed parts waiting out their back-off: (due, part), with the later records of
+        # their keys moved behind them, so only the failed keys wait.
+        waiting: list[tuple[float, list[StreamRecord]]] = []
+        loop = asyncio.get_running_loop()
+        while queue or waiting:
+            if not queue:
+                due, part = waiting.pop(min(range(len(waiting)), key=lambda i: waiting[i][0]))
+                await self._sleep(max(due - loop.time(), 0.0))
+                queue.append(part)
             part = queue.pop(0)
             fresh = []
             for record in part:
@@ -250,9 +282,13 @@ class RouteDelivery:
                 attempts[record.sequence_number] = attempts.get(record.sequence_number, 0) + 1
                 first.setdefault(record.sequence_number, now)
             count = max(attempts[r.sequence_number] for r in failed)
-            if await self._after_failure(failed, error, count, first):
+            delay = await self._park_or_backoff(failed, error, count, first)
+            if delay is None:
                 continue
-            queue.insert(0, failed)
+            blocked = {key_of(r) for r in failed}
+            held = [r for p in queue for r in p if key_of(r) in blocked]
+            queue = [rest for p in queue if (rest := [r for r in p if key_of(r) not in blocked])]
+            waiting.append((loop.time() + delay, failed + held))
 
     # -- parking -------------------------------------------------------------------------
 
@@ -293,6 +329,10 @@ class RouteDelivery:
         now = time.monotonic()
         self._observe([record], "dead_lettered", now, now)
         self._finish(record)
+
+
+def _one_key(record: StreamRecord) -> Hashable:
+    return None
 
 
 def _without_images(message: DeadLetter) -> DeadLetter:

@@ -2,7 +2,9 @@
 
 It holds what every shard's processing shares: the router (which routes a record
 matches), the delivery services (publisher, tables, config, observers) and each route's
-dead-letter destination. A consumer asks it for a pipeline and passes the shard's
+dead-letter destination, and the process-wide bound on handler calls in flight
+(:class:`CallSlots`, ``processing.max_concurrent_handler_calls``) that every shard's key
+schedulers share. A consumer asks it for a pipeline and passes the shard's
 :class:`ShardProgress`, which the pipeline and every route delivery of that shard report to.
 """
 
@@ -13,6 +15,7 @@ from typing import Callable, Mapping
 from worker.deadletter import DeadLetterDestination
 from worker.leases.model import Lease
 from worker.processing.delivery import DeliveryServices, RouteDelivery
+from worker.processing.key_scheduler import CallSlots, sleep_without_slots
 from worker.processing.pipeline import ShardPipeline
 from worker.processing.progress import ShardProgress
 from worker.processing.router import Route, Router
@@ -27,20 +30,27 @@ class ProcessingEngine:
         dead_letters: Mapping[str, DeadLetterDestination | None],
         max_in_flight: int,
         hash_key_of: Callable[[str], str | None],
+        max_concurrent_calls: int | None = None,
     ) -> None:
         """``dead_letters`` maps a route name to its destination (None: retried until it
-        succeeds); ``hash_key_of`` gives a stream ARN's partition key attribute."""
+        succeeds); ``hash_key_of`` gives a stream ARN's partition key attribute;
+        ``max_concurrent_calls`` bounds handler calls in flight over every pipeline this
+        engine builds (None: only each route's ``max_concurrency``)."""
         self.router = router
         self.services = services
         self._dead_letters = dict(dead_letters)
         self._max_in_flight = max_in_flight
         self._hash_key_of = hash_key_of
+        # One for the process: 1,000 busy shards must not open 1,000 times max_concurrency calls.
+        self.call_slots = None if max_concurrent_calls is None else CallSlots(max_concurrent_calls)
 
     def pipeline_for(self, lease: Lease, progress: ShardProgress) -> ShardPipeline:
         """A new pipeline for one consumed shard; it and its deliveries report to ``progress``."""
 
         def delivery_for(route: Route) -> RouteDelivery:
-            return RouteDelivery(route, self.services, self._dead_letters.get(route.name), progress=progress)
+            # A back-off gives the call's slots back: the failing key waits, the others go.
+            return RouteDelivery(route, self.services, self._dead_letters.get(route.name), progress=progress,
+                                 sleep=sleep_without_slots)
 
         return ShardPipeline(
             routes_for=self.router.routes_for,
@@ -49,6 +59,7 @@ class ProcessingEngine:
             max_in_flight=self._max_in_flight,
             hash_key=self._hash_key_of(lease.stream_arn),
             stream_label=lease.table,
+            call_slots=self.call_slots,
         )
 
     async def close(self) -> None:

@@ -4,8 +4,10 @@ It builds the handler's context, applies the route's ``timeout_seconds`` (a time
 is cancelled and fails as a :class:`RetryableError`), and reads what a batch handler
 reports as failed (``BatchResult`` or an iterable of records or sequence numbers).
 
-Timeouts run on a :class:`Watchdog`, which serves one call at a time: an invoker belongs to
-one lane (or one replay loop), never shared between concurrent callers.
+Timeouts run on a :class:`Watchdog`, which serves one call at a time. An invoker serves
+one route of one shard, whose key scheduler runs calls of different keys concurrently:
+each call takes an idle watchdog (or a new one), so there are as many as calls ever ran
+at once.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ class HandlerInvoker:
         # Without a configured publisher, publishing fails with an error naming this route.
         self._publisher = publisher_for_route(services.publisher, route.name)
         self._log = log  # bound to the route; bound to the record on first use by a handler
-        self._watchdog = Watchdog()
+        self._idle_watchdogs: list[Watchdog] = []
 
     def context(self, record: StreamRecord | None, attempt: int = 1, shard_id: str = "") -> HandlerContext:
         """The handler's context for its ``attempt``-th call with these records; ``record``
@@ -82,10 +84,13 @@ class HandlerInvoker:
         timeout = self.route.timeout_seconds
         if timeout is None:
             return await call
+        watchdog = self._idle_watchdogs.pop() if self._idle_watchdogs else Watchdog()
         try:
-            return await self._watchdog.run(call, timeout)
+            return await watchdog.run(call, timeout)
         except HandlerTimeout:
             raise RetryableError(f"handler timed out after {timeout} s") from None
+        finally:
+            self._idle_watchdogs.append(watchdog)
 
 
 class _RecordLog:

@@ -1,14 +1,14 @@
-"""ShardPipeline: hands one shard's records to the lanes of every route they match.
+"""ShardPipeline: hands one shard's records to a :class:`KeyScheduler` per route they match.
 
-Each route has ``parallelization_factor`` lanes. A record goes to the lane chosen by a
-stable hash of its partition key, so records of one key stay in order while other keys
-run concurrently; with a factor of 1 the route sees the shard in stream order. A lane
-takes what is queued (batch routes: up to ``batch_size``, waiting up to
-``batching_window_seconds`` for more) and delivers it through the route's
-:class:`RouteDelivery`. The shard's :class:`ShardProgress` (owned by its consumer) counts
-what is finished and says how far the checkpoint may go.
+Each route sees the records of one partition key in stream order, one call at a time, and
+records of different keys concurrently, up to the route's ``max_concurrency`` and the
+process-wide ``call_slots`` (see :mod:`worker.processing.key_scheduler`). A record being
+retried holds back only the later records of its own key, and no slot while it sleeps:
+give every ``RouteDelivery`` :func:`sleep_without_slots` as its ``sleep`` (the
+:class:`ProcessingEngine` does). The shard's :class:`ShardProgress` (owned by its
+consumer) counts what is finished and says how far the checkpoint may go.
 
-Reading is throttled by ``max_in_flight_records``: a blocked lane (a record being retried)
+Reading is throttled by ``max_in_flight_records``: a blocked key (a record being retried)
 holds back at most that many records of the shard, never the other shards.
 """
 
@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import zlib
 from typing import Callable
 
 from worker.observability import metrics
 from worker.processing.delivery import RouteDelivery
-from worker.processing.router import Route
+from worker.processing.key_scheduler import CallSlots, KeyScheduler, PartitionKey
 from worker.processing.progress import ShardProgress
+from worker.processing.router import Route
 from worker.records import StreamRecord
 
 
-# json.dumps with options builds a new encoder on every call; the lane rule's encoder is built once.
+# json.dumps with options builds a new encoder on every call; the key rule's encoder is built once.
 _KEY_ENCODER = json.JSONEncoder(sort_keys=True, default=str)
 
 
@@ -40,83 +40,74 @@ class ShardPipeline:
         max_in_flight: int,
         hash_key: str | None,
         stream_label: str,
+        call_slots: CallSlots | None = None,
     ) -> None:
+        """``call_slots`` bounds handler calls in flight across every pipeline that shares
+        it (the process); None leaves only each route's ``max_concurrency``."""
         self._routes_for = routes_for
         self._delivery_for = delivery_for
         self.progress = progress
         self._max_in_flight = max_in_flight
         self._hash_key = hash_key
         self._label = stream_label
+        self._call_slots = call_slots
         self._unrouted = metrics.records_unrouted.labels(stream_label)
-        self._lanes: dict[tuple[str, int], asyncio.Queue[StreamRecord]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._schedulers: dict[str, KeyScheduler] = {}
+        self._ordinal = 0
         self._failure: BaseException | None = None
         self._closing = False
 
     # -- feeding -------------------------------------------------------------------------
 
-    def _lane_index(self, route: Route, record: StreamRecord) -> int:
-        if route.parallelization_factor == 1:
-            return 0
+    def _partition_key(self, record: StreamRecord) -> PartitionKey:
+        """The ordering key: the hash key's value (all keys, encoded, when it is unknown)."""
         keys = record.raw.get("dynamodb", {}).get("Keys", {})
-        key = keys.get(self._hash_key) if self._hash_key else None
-        token = _KEY_ENCODER.encode(key if key is not None else keys)
-        return zlib.crc32(token.encode()) % route.parallelization_factor
+        value = keys.get(self._hash_key) if self._hash_key else None
+        if value.__class__ is dict and len(value) == 1:
+            for scalar in value.values():
+                # S, N or B (base64): the string alone, as a table's hash key has one type.
+                if scalar.__class__ is str:
+                    return scalar
+        return _KEY_ENCODER.encode(value if value is not None else keys)
+
+    def _scheduler(self, route: Route) -> KeyScheduler:
+        scheduler = self._schedulers.get(route.name)
+        if scheduler is None:
+            scheduler = self._schedulers[route.name] = KeyScheduler(
+                route, self._delivery_for(route), call_slots=self._call_slots,
+                on_worker_done=self._on_worker_done, task_name=f"route:{route.name}",
+            )
+        return scheduler
 
     def submit(self, record: StreamRecord) -> None:
-        """Queue a record (in stream order) on the lane of every route it matches."""
+        """Queue a record (in stream order) for every route it matches."""
         self._raise_failure()
         routes = self._routes_for(record)
         self.progress.add(record, len(routes))
         if not routes:
             self._unrouted.inc()
             return
+        key = self._partition_key(record)
+        ordinal = self._ordinal
+        self._ordinal += 1
+        schedulers = self._schedulers
         for route in routes:
-            lane = (route.name, self._lane_index(route, record))
-            queue = self._lanes.get(lane)
-            if queue is None:
-                queue = self._lanes[lane] = asyncio.Queue()
-                task = asyncio.create_task(self._run_lane(route, queue), name=f"lane:{route.name}:{lane[1]}")
-                self._tasks.add(task)
-                task.add_done_callback(self._on_lane_done)
-            queue.put_nowait(record)
+            (schedulers.get(route.name) or self._scheduler(route)).submit(key, ordinal, record)
 
     def skip(self, record: StreamRecord) -> None:
         """Acknowledge a record without routing it (e.g. older than AT_TIMESTAMP)."""
         self.progress.skip(record)
 
-    # -- lanes ---------------------------------------------------------------------------
-
-    async def _run_lane(self, route: Route, queue: asyncio.Queue[StreamRecord]) -> None:
-        delivery = self._delivery_for(route)
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await queue.get()]
-            if route.is_batch:
-                deadline = loop.time() + route.batching_window_seconds
-                while len(batch) < route.batch_size:
-                    if not queue.empty():
-                        batch.append(queue.get_nowait())
-                        continue
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        batch.append(await asyncio.wait_for(queue.get(), remaining))
-                    except TimeoutError:
-                        break
-            await delivery.deliver(batch)
-
-    def _on_lane_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+    def _on_worker_done(self, task: asyncio.Task[None]) -> None:
         if self._failure is not None:
             return
         if task.cancelled():
             if self._closing:
                 return
-            # Only close() cancels lanes. A CancelledError that escaped a handler (or a
-            # dead-letter write) ends the lane too: its records would stay unfinished forever
-            # and drain() would hang without a trace, so it is a failure like any other.
+            # Only close() cancels workers. A CancelledError that escaped a handler (or a
+            # dead-letter write) ends the worker with its keys claimed: their records would
+            # stay unfinished forever and drain() would hang without a trace, so it is a
+            # failure like any other.
             failure: BaseException | None = RuntimeError(f"{task.get_name()} was cancelled from inside")
         else:
             failure = task.exception()
@@ -135,16 +126,19 @@ class ShardPipeline:
         while not condition():
             self._raise_failure()
             # Clear, then wait: no wake-up is lost between the check and the wait, because
-            # everything that can make the condition true (a finish, a lane failure) runs on
-            # this event loop and sets the event; it cannot run between the check above and
-            # this clear (no await in between), and whatever runs after the clear sets the
-            # event again, so wait() returns at once.
+            # everything that can make the condition true (a finish, a worker failure) runs
+            # on this event loop and sets the event; it cannot run between the check above
+            # and this clear (no await in between), and whatever runs after the clear sets
+            # the event again, so wait() returns at once.
             changed.clear()
             await changed.wait()
         self._raise_failure()
 
     async def wait_for_capacity(self) -> None:
-        await self._wait_until(lambda: self.progress.in_flight < self._max_in_flight)
+        progress = self.progress
+        if self._failure is None and progress.in_flight < self._max_in_flight:
+            return  # the common case, once per record: no closure, no inner coroutine
+        await self._wait_until(lambda: progress.in_flight < self._max_in_flight)
 
     async def drain(self) -> None:
         """Return when every submitted record is finished (handled or parked)."""
@@ -152,8 +146,5 @@ class ShardPipeline:
 
     async def close(self) -> None:
         self._closing = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
+        tasks = [task for scheduler in self._schedulers.values() for task in scheduler.close()]
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()

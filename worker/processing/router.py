@@ -63,7 +63,7 @@ class Route:
     filters: RecordPredicate | None = None
     batch_size: int = 1
     batching_window_seconds: float = 0.0
-    parallelization_factor: int = 1
+    max_concurrency: int = 1  # calls in flight per shard; one key stays in order
     timeout_seconds: float | None = None
     retry: RetryConfig = field(default_factory=RetryConfig)
     dead_letter: DeadLetterConfig | None = None
@@ -102,7 +102,7 @@ def build_route(config: RouteConfig, handler: Any, defaults: ProcessingConfig | 
         filters=config.filter_predicate(f"routes[{config.name}].filters"),  # compiled by validation
         batch_size=config.batch_size if config.batch_handler is not None else 1,
         batching_window_seconds=config.batching_window_seconds,
-        parallelization_factor=config.parallelization_factor,
+        max_concurrency=config.concurrency,
         timeout_seconds=config.timeout_seconds,
         retry=config.retry or defaults.retry,
         dead_letter=config.dead_letter or defaults.dead_letter,

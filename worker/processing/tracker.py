@@ -3,7 +3,7 @@
 Records are added in stream order with the number of routes they still owe; each route's
 completion (success or dead letter) counts one down. The checkpoint candidate is the
 sequence number of the last record of the longest finished prefix, so a checkpoint never
-passes a record that is still in flight, however the routes' lanes interleave.
+passes a record that is still in flight, however the routes' keys interleave.
 """
 
 from __future__ import annotations

@@ -1,14 +1,15 @@
 """Watchdog: handler timeouts without a timer per call.
 
 ``asyncio.timeout`` schedules and cancels a timer for every call; at thousands of records a
-second that was a sixth of a no-op delivery's CPU. A lane runs one call at a time, so its
-watchdog keeps the running call's deadline and at most one timer: the timer is armed when
-none is pending and, when it fires early (the call it was armed for has finished), it
-re-arms itself for the deadline of the call running then, if any. Steady traffic thus
+second that was a sixth of a no-op delivery's CPU. A watchdog serves one call at a time
+(``HandlerInvoker`` keeps one per concurrent call): it keeps the running call's deadline
+and at most one timer. The timer is armed when none is pending and, when it fires early
+(the call it was armed for has finished), it re-arms itself for the deadline of the call
+running then, if any. Steady traffic thus
 costs one timer per ``timeout`` period instead of one per record.
 
 A call past its deadline is cancelled and :class:`HandlerTimeout` raised in its place. A
-cancellation that comes from elsewhere (the lane being closed) propagates unchanged; the
+cancellation that comes from elsewhere (the pipeline being closed) propagates unchanged; the
 bookkeeping (``Task.cancelling``/``uncancel``) is the one ``asyncio.timeout`` uses.
 """
 

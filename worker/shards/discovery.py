@@ -35,7 +35,7 @@ class StreamInfo:
     table_name: str  # physical name
     stream_arn: str
     view_type: str
-    hash_key: str | None = None  # the partition key attribute: lanes keep its order
+    hash_key: str | None = None  # the partition key attribute: its records stay in order
 
 
 def _hash_key(key_schema: list[dict[str, str]] | None) -> str | None:

@@ -77,3 +77,20 @@ def test_progress_wakes_the_checkpoint_loop_and_the_waiters() -> None:
     assert progress.urgent.is_set()
     progress.finish(first)
     assert progress.finished_up_to == second.sequence_number and progress.idle
+
+
+async def test_concurrent_calls_each_keep_their_own_timeout() -> None:
+    """A route's calls of different keys run at once on one invoker: a hanging call is cut
+    off at its own deadline while a quick one beside it succeeds, every time."""
+
+    async def handler(record: StreamRecord, ctx: Any) -> None:
+        await asyncio.sleep(10 if record.keys["pk"] == "hang" else 0.01)
+
+    shared = invoker(handler, timeout=0.2)
+    records = [make_record(i, "hang" if i % 2 else "quick") for i in range(6)]
+    results = await asyncio.gather(*(shared.handle(r) for r in records), return_exceptions=True)
+    for record, result in zip(records, results):
+        if record.keys["pk"] == "hang":
+            assert isinstance(result, RetryableError) and "timed out after 0.2 s" in str(result)
+        else:
+            assert result is None

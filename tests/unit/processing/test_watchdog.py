@@ -1,4 +1,4 @@
-"""The lane watchdog: handler timeouts with at most one timer per lane."""
+"""The watchdog: handler timeouts with at most one timer per watchdog (one per concurrent call)."""
 
 from __future__ import annotations
 

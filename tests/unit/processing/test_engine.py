@@ -1,0 +1,95 @@
+"""ProcessingEngine: what every shard's pipeline shares.
+
+* one process-wide bound on handler calls (``max_concurrent_calls``) holds over all the
+  pipelines the engine builds, not per pipeline;
+* the deliveries it builds wait out a back-off without a concurrency slot, so with one
+  process-wide slot a failing key on one shard does not stop another shard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from worker.config import RetryConfig
+from worker.leases.model import Lease
+from worker.processing.engine import ProcessingEngine
+from worker.processing.invocation import DeliveryServices
+from worker.processing.pipeline import ShardPipeline
+from worker.processing.progress import ShardProgress
+from worker.processing.router import Route, Router
+from worker.records import StreamRecord
+from tests.unit.pipeline_fakes import HASH_KEY, STREAM_ARN, TABLE, make_record
+
+SERVICES = DeliveryServices(publisher=None, tables=None, config=None,  # type: ignore[arg-type]
+                            worker_id="w", observers=[])
+
+
+def engine_for(handler: Any, *, concurrency: int, process_bound: int, backoff: float = 0.01) -> ProcessingEngine:
+    route = Route(name="r", table=TABLE, events=frozenset({"INSERT"}), new_image={}, old_image={},
+                  handler=handler, options={}, max_concurrency=concurrency, timeout_seconds=None,
+                  retry=RetryConfig(max_attempts=-1, initial_backoff_seconds=backoff, max_backoff_seconds=backoff))
+    return ProcessingEngine(router=Router([route]), services=SERVICES, dead_letters={}, max_in_flight=1_000,
+                            hash_key_of=lambda arn: HASH_KEY, max_concurrent_calls=process_bound)
+
+
+def shard_pipeline(engine: ProcessingEngine, shard: str) -> ShardPipeline:
+    return engine.pipeline_for(Lease(stream_arn=STREAM_ARN, shard_id=shard, table=TABLE), ShardProgress())
+
+
+async def feed(pipeline: ShardPipeline, records: list[StreamRecord]) -> None:
+    for record in records:
+        await pipeline.wait_for_capacity()
+        pipeline.submit(record)
+    await pipeline.drain()
+
+
+async def test_the_process_bound_holds_over_every_pipeline_of_the_engine() -> None:
+    in_flight, peak = 0, 0
+
+    async def handler(record: StreamRecord, ctx: Any) -> None:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.01)
+        in_flight -= 1
+
+    engine = engine_for(handler, concurrency=10, process_bound=3)
+    pipelines = [shard_pipeline(engine, f"shardId-{n}") for n in range(3)]
+    try:
+        async with asyncio.timeout(20):
+            # 3 shards x 10 keys each: 30 calls could run at once under the routes' bound alone.
+            await asyncio.gather(*(feed(p, [make_record(i, f"k{i}") for i in range(10)]) for p in pipelines))
+    finally:
+        for pipeline in pipelines:
+            await pipeline.close()
+    assert peak == 3
+    assert all(p.progress.idle for p in pipelines)
+
+
+async def test_a_back_off_gives_the_process_slot_to_another_shard() -> None:
+    handled: list[str] = []
+    failures = 0
+
+    async def handler(record: StreamRecord, ctx: Any) -> None:
+        nonlocal failures
+        key = record.keys[HASH_KEY]
+        if key == "poison" and failures < 5:
+            failures += 1
+            raise RuntimeError("not yet")
+        handled.append(key)
+
+    # One slot in the whole process; the poison's back-off (50 ms, five times) must not hold it.
+    engine = engine_for(handler, concurrency=1, process_bound=1, backoff=0.05)
+    poisoned, healthy = shard_pipeline(engine, "shardId-a"), shard_pipeline(engine, "shardId-b")
+    try:
+        async with asyncio.timeout(20):
+            poisoned.submit(make_record(0, "poison"))
+            await asyncio.sleep(0)  # the poison's first call has failed and its back-off begun
+            await feed(healthy, [make_record(i, f"good-{i}") for i in range(1, 6)])
+            assert failures < 5  # the good shard finished while the poison still waited
+            await poisoned.drain()
+    finally:
+        await poisoned.close()
+        await healthy.close()
+    assert handled[-1] == "poison" and sorted(handled[:-1]) == [f"good-{i}" for i in range(1, 6)]
