@@ -21,10 +21,13 @@ if TYPE_CHECKING:  # ``X as X``: re-exported for type checkers (mypy --strict)
     from worker.errors import RetryableError as RetryableError
     from worker.idempotency import IdempotencyStore as IdempotencyStore
     from worker.idempotency import idempotent as idempotent
+    from worker.lifecycle.hooks import ShardInfo as ShardInfo
+    from worker.lifecycle.hooks import WorkerInfo as WorkerInfo
     from worker.processing.context import BatchHandler as BatchHandler
     from worker.processing.context import BatchResult as BatchResult
     from worker.processing.context import Handler as Handler
     from worker.processing.context import HandlerContext as HandlerContext
+    from worker.processing.context import Resources as Resources
     from worker.processing.context import Table as Table
     from worker.publishing.events import Event as Event
     from worker.records import EventName as EventName
@@ -48,12 +51,15 @@ _EXPORTS = {
     "RetryableError": "worker.errors",
     "idempotent": "worker.idempotency",
     "IdempotencyStore": "worker.idempotency",
+    "Resources": "worker.processing.context",
+    "WorkerInfo": "worker.lifecycle.hooks",
+    "ShardInfo": "worker.lifecycle.hooks",
 }
 
 __all__ = [
     "BatchHandler", "BatchResult", "Event", "EventName", "Handler", "HandlerContext", "IdempotencyStore",
-    "ImageValidationError", "PermanentError", "RetryableError", "StreamRecord", "StreamViewType", "Table",
-    "idempotent",
+    "ImageValidationError", "PermanentError", "Resources", "RetryableError", "ShardInfo", "StreamRecord",
+    "StreamViewType", "Table", "WorkerInfo", "idempotent",
 ]
 
 

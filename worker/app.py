@@ -1,13 +1,14 @@
 """The worker process: build the runtime, start its loops, stop them in reverse order.
 
 Start: :func:`build_runtime` (clients, lease table, streams, publisher, processing
-engine, shard supervisor, first heartbeat and discovery), then the loops: heartbeat ->
+engine, shard supervisor, first heartbeat and discovery, ``hooks.on_start``), then the loops: heartbeat ->
 discovery -> taker -> lag gauges, then the health server.
 
 Stop (SIGTERM/SIGINT, or ``request_stop``): stop taking leases, let every consumer finish
 its current record and checkpoint (bounded by ``worker.shutdown_timeout_seconds``, after
 which consumers are cancelled and save their finished prefix), stop the loops, release
-every lease so others resume at once, remove the worker row, close clients.
+every lease so others resume at once, remove the worker row, run ``hooks.on_stop``
+(within what is left of the budget; a failure is logged), close clients.
 """
 
 from __future__ import annotations
@@ -142,6 +143,9 @@ class App:
         await asyncio.gather(*self._loops, return_exceptions=True)
         if runtime is not None:
             await runtime.shards.release_all()
+            # After every handler call ended and before the clients close: on_stop closes
+            # what on_start built, and nothing can use it any more.
+            await runtime.hooks.stop(deadline)
         if self._health is not None:
             await self._health.close()
         if runtime is not None:

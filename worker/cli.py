@@ -36,10 +36,19 @@ def _print_config_error(exc: ConfigError) -> None:
 
 
 def _load(path: str) -> Config:
+    from worker.lifecycle.hooks import load_hooks
     from worker.processing.router import Router
 
     config = load_config(path)
-    Router.from_config(config)  # handlers must import and be async callables
+    # Handlers and hooks must import and fit their signatures: every problem in one report.
+    problems: list[tuple[str, str]] = []
+    for check in (Router.from_config, load_hooks):
+        try:
+            check(config)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError(problems)
     return config
 
 
@@ -201,6 +210,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except StartupError as exc:  # hooks.on_start failed
+        print(f"replay: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
     for label in report.replayed:
         print(f"replayed  {label}")
     for label in report.failed:

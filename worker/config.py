@@ -336,6 +336,35 @@ class RouteConfig(_Section):
         return self._filter_predicate
 
 
+class HooksConfig(_Section):
+    """Lifecycle hooks (import strings, ``package.module:function``, like handlers): each is
+    an ``async def hook(info)`` taking one info object (worker/lifecycle/hooks.py).
+    ``on_start`` builds shared clients once (what it returns, or sets on
+    ``info.resources``, is ``ctx.resources`` in every handler); ``on_stop`` closes them.
+    The shard hooks are told a shard started, ended (SHARD_END, checkpointed) or was lost."""
+
+    on_start: str | None = Field(None, pattern=_IMPORT_STRING)
+    on_stop: str | None = Field(None, pattern=_IMPORT_STRING)
+    on_shard_start: str | None = Field(None, pattern=_IMPORT_STRING)
+    on_shard_end: str | None = Field(None, pattern=_IMPORT_STRING)
+    on_lease_lost: str | None = Field(None, pattern=_IMPORT_STRING)
+    timeout_seconds: float = Field(
+        30.0, gt=0, le=3600, description="a hook still running then is cancelled (and counted as failed)"
+    )
+
+    @field_validator("on_start", "on_stop", "on_shard_start", "on_shard_end", "on_lease_lost", mode="before")
+    @classmethod
+    def _import_string(cls, value: Any) -> Any:
+        return _check_import_string(value) if isinstance(value, str) else value
+
+    def named(self) -> dict[str, str]:
+        """Hook name -> import string, for the hooks the config names."""
+        return {name: value for name in HOOK_NAMES if (value := getattr(self, name)) is not None}
+
+
+HOOK_NAMES = ("on_start", "on_stop", "on_shard_start", "on_shard_end", "on_lease_lost")
+
+
 class MetricsConfig(_Section):
     host: str = "0.0.0.0"
     port: int = Field(9400, ge=0, le=65535, description="0 disables the HTTP server")
@@ -382,6 +411,7 @@ class Config(_Section):
     processing: ProcessingConfig = ProcessingConfig()
     publisher: PublisherConfig = PublisherConfig(type="none")
     routes: list[RouteConfig] = Field(min_length=1)
+    hooks: HooksConfig = HooksConfig()
     observability: ObservabilityConfig = ObservabilityConfig()
     # The folder of the file it was loaded from: handler modules may sit next to it.
     _directory: Path | None = PrivateAttr(None)

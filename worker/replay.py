@@ -9,6 +9,7 @@ are called the way delivery calls them (:class:`HandlerInvoker`): same context, 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import structlog
@@ -17,6 +18,7 @@ from tenacity import AsyncRetrying, stop_after_attempt, wait_exponential_jitter
 from worker.aws import AwsClients
 from worker.config import Config, DeadLetterConfig
 from worker.deadletter import DeadLetter, Parked, build_dead_letter_source
+from worker.lifecycle.hooks import LifecycleHooks
 from worker.processing.invocation import DeliveryServices, HandlerInvoker
 from worker.processing.router import Route, Router
 from worker.processing.tables import Tables
@@ -61,6 +63,9 @@ async def replay(
     config: Config, *, route_filter: str | None = None, limit: int = 100, dry_run: bool = False, attempts: int = 3
 ) -> ReplayReport:
     router = Router.from_config(config)
+    # Replayed handlers get ctx.resources as in the worker: on_start before the first
+    # call, on_stop at the end (a dry run calls no handler, so it runs neither).
+    hooks = LifecycleHooks.from_config(config, worker_id="replay")
     if route_filter is not None and route_filter not in {r.name for r in router.routes}:
         raise ValueError(f"no route named {route_filter!r}")
     report = ReplayReport()
@@ -70,7 +75,9 @@ async def replay(
         names = {logical: table.name for logical, table in config.tables.items()}
         publisher = await build_publisher(config.publisher, clients, names)
         services = DeliveryServices(publisher=publisher, tables=Tables(clients, names), config=config,
-                                    worker_id="replay", observers=[])
+                                    worker_id="replay", observers=[], resources=hooks.resources)
+        if not dry_run:
+            await hooks.start()
         invokers = {route.name: HandlerInvoker(route, services, log.bind(route=route.name, replay=True))
                     for route in router.routes}
         seen: set[str] = set()
@@ -97,6 +104,7 @@ async def replay(
                 await source.acknowledge(parked)
                 report.replayed.append(label)
     finally:
+        await hooks.stop(time.monotonic() + config.hooks.timeout_seconds)  # only if it started
         if publisher is not None:
             await publisher.close()
         await clients.close()

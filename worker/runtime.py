@@ -2,8 +2,10 @@
 
 Build order: clients -> lease table -> stream catalog (streams resolved and checked against
 the routes) -> publisher and dead-letter destinations -> processing engine -> shard
-supervisor (with its lease coordinator) -> first heartbeat -> first discovery. Nothing is
-filled in later: a component that needs another gets it as a constructor argument.
+supervisor (with its lease coordinator) -> first heartbeat -> first discovery -> the
+config's ``hooks.on_start`` (its resources reach every handler as ``ctx.resources``).
+Nothing is filled in later: a component that needs another gets it as a constructor
+argument (the hooks' ``resources`` namespace is made first and filled by ``on_start``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from worker.deadletter import build_dead_letters
 from worker.errors import StartupError
 from worker.leases.coordinator import LeaseCoordinator
 from worker.leases.table import LeaseTable
+from worker.lifecycle.hooks import LifecycleHooks
 from worker.lifecycle.supervisor import ShardSupervisor
 from worker.observability import tracing
 from worker.processing.delivery import DeliveryServices, ProcessingObserver
@@ -42,6 +45,7 @@ class Runtime:
     publisher: Publisher
     engine: ProcessingEngine
     shards: ShardSupervisor
+    hooks: LifecycleHooks
 
     @property
     def leases(self) -> LeaseCoordinator:
@@ -62,13 +66,14 @@ async def build_runtime(config: Config, *, worker_id: str, observers: list[Proce
     was opened before a failure is closed again.
     """
     router = Router.from_config(config)  # handler import errors are config errors
+    hooks = LifecycleHooks.from_config(config, worker_id=worker_id)  # and so are hook import errors
     clients = AwsClients(config.aws)
     timeout = config.worker.startup_timeout_seconds
     async with contextlib.AsyncExitStack() as opened:
         opened.push_async_callback(clients.close)
         try:
             async with asyncio.timeout(timeout):
-                runtime = await _connect(config, worker_id, observers, router, clients, opened)
+                runtime = await _connect(config, worker_id, observers, router, hooks, clients, opened)
         except TimeoutError:
             raise StartupError(
                 f"start-up did not finish within {timeout:g} s: the AWS endpoint "
@@ -80,13 +85,14 @@ async def build_runtime(config: Config, *, worker_id: str, observers: list[Proce
                 f"AWS refused a start-up call: {error_code(exc)}: {exc.response.get('Error', {}).get('Message', '')}"
                 " (check the credentials and the IAM policy, deploy/iam/worker-policy.json)"
             ) from None
+        await hooks.start()  # StartupError when it fails (exit 1); what was opened closes again
         opened.pop_all()  # built: from now on the runtime closes them
     return runtime
 
 
 async def _connect(
-    config: Config, worker_id: str, observers: list[ProcessingObserver], router: Router, clients: AwsClients,
-    opened: contextlib.AsyncExitStack,
+    config: Config, worker_id: str, observers: list[ProcessingObserver], router: Router, hooks: LifecycleHooks,
+    clients: AwsClients, opened: contextlib.AsyncExitStack,
 ) -> Runtime:
     dynamodb = await clients.client("dynamodb")
     streams_client = await clients.client("dynamodbstreams")
@@ -110,6 +116,7 @@ async def _connect(
         dead_letters[route.name] = destination
     services = DeliveryServices(
         publisher=publisher, tables=Tables(clients, names), config=config, worker_id=worker_id, observers=observers,
+        resources=hooks.resources,
     )
     engine = ProcessingEngine(
         router=router, services=services, dead_letters=dead_letters,
@@ -118,12 +125,12 @@ async def _connect(
     )
     shards = ShardSupervisor(
         config, worker_id=worker_id, lease_table=lease_table, streams_client=streams_client,
-        pipelines=engine, lineage=catalog, streams=catalog.tables_by_arn,
+        pipelines=engine, lineage=catalog, streams=catalog.tables_by_arn, hooks=hooks,
     )
     # First heartbeat and discovery before any lease is taken.
     await shards.leases.heartbeat_once()
     await catalog.discover_for(shards.leases)
     return Runtime(
         config=config, worker_id=worker_id, clients=clients, catalog=catalog, publisher=publisher,
-        engine=engine, shards=shards,
+        engine=engine, shards=shards, hooks=hooks,
     )

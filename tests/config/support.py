@@ -1,14 +1,14 @@
-"""Small builders shared by the config tests: a config file on disk, a raw stream record."""
+"""Small builders shared by the config tests: a config file on disk, a payment record."""
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from worker.records import StreamRecord
+from worker.testing import make_record
 
 HANDLERS = "tests.config.handlers"
 STREAM_ARN = "arn:aws:dynamodb:eu-west-1:123456789012:table/payments/stream/2026-01-01T00:00:00.000"
@@ -31,20 +31,8 @@ def write_config(folder: Path, doc: dict[str, Any], name: str = "worker.yaml") -
     return path
 
 
-def payment_record(sequence: int = 1, **image: dict[str, Any]) -> StreamRecord:
-    """An INSERT of payment ``p-<sequence>`` with a typed new image (``amount`` given)."""
-    keys = {"paymentId": {"S": f"p-{sequence}"}}
-    raw = {
-        "eventID": f"ev-{sequence}",
-        "eventName": "INSERT",
-        "eventSource": "aws:dynamodb",
-        "awsRegion": "eu-west-1",
-        "dynamodb": {
-            "Keys": keys,
-            "NewImage": {**keys, "amount": {"N": "12"}, **image},
-            "SequenceNumber": f"{sequence:021d}",
-            "ApproximateCreationDateTime": datetime.now(timezone.utc),
-            "StreamViewType": "NEW_AND_OLD_IMAGES",
-        },
-    }
-    return StreamRecord(raw, table="payments", stream_arn=STREAM_ARN, shard_id="shardId-000001")
+def payment_record(sequence: int = 1, **image: Any) -> StreamRecord:
+    """An INSERT of payment ``p-<sequence>`` (``amount`` 12 unless given), built with the kit."""
+    return make_record("INSERT", {"paymentId": f"p-{sequence}"}, new_image={"amount": 12, **image},
+                       table="payments", sequence_number=f"{sequence:021d}", event_id=f"ev-{sequence}",
+                       stream_arn=STREAM_ARN, shard_id="shardId-000001", region="eu-west-1")

@@ -20,6 +20,11 @@ States and the transitions allowed between them::
 * LEASE_LOST: also entered from outside, by :meth:`ShardConsumer.lose`, when the lease
   coordinator sees the lease taken (the supervisor then cancels the consumer's task).
 * SHARD_END: the lease records ``SHARD_END`` and the child shard ids, and is given up.
+
+The config's shard hooks (worker/lifecycle/hooks.py) run on this consumer's task:
+``on_shard_start`` before the first record is fed, ``on_shard_end`` after ``SHARD_END``
+was checkpointed. ``on_lease_lost`` is run by the supervisor, which sees every way a
+lease is lost (this consumer's fenced write, or the coordinator's notice).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from worker.config import Config, StreamSettings
 from worker.errors import LeaseLostError, ShardGoneError, TrimmedDataError
 from worker.leases.model import Lease
 from worker.leases.table import LeaseTable
+from worker.lifecycle.hooks import LifecycleHooks
 from worker.observability import metrics
 from worker.processing.pipeline import ShardPipeline
 from worker.processing.progress import ShardProgress
@@ -102,8 +108,12 @@ class ShardConsumer:
         config: Config,
         stream: StreamSettings,
         idle_budget: IdlePollBudget | None = None,
+        hooks: LifecycleHooks | None = None,
     ) -> None:
         self.lease = lease
+        self._hooks = hooks
+        # Why the lease was lost (``taken``, ``expired``, ``fenced``), for on_lease_lost.
+        self.lost_reason = ""
         self._idle_budget = idle_budget
         self.state = ConsumerState.INITIALIZING
         self._streams = streams_client
@@ -171,15 +181,16 @@ class ShardConsumer:
         """The last sequence number this consumer wrote (or the lease's at the start)."""
         return self._checkpointer.checkpointed
 
-    def lose(self) -> None:
+    def lose(self, reason: str = "taken") -> None:
         """The lease was taken by another worker (fenced): the caller cancels the run."""
         if self.state not in (ConsumerState.LEASE_LOST, ConsumerState.SHARD_END, ConsumerState.SHUT_DOWN):
+            self.lost_reason = reason
             self._transition(ConsumerState.LEASE_LOST)
 
     def _on_lease_lost(self) -> None:
         metrics.lease_events.labels("lost").inc()
         self._log.warning("stop shard on lost lease", checkpoint=self._checkpointer.checkpointed)
-        self.lose()
+        self.lose("fenced")
 
     async def _parent_done(self, parent_id: str) -> bool:
         parent = await call_aws("GetItem", self._leases.get_lease, self.lease.stream_arn, parent_id)
@@ -234,14 +245,18 @@ class ShardConsumer:
         )
         self._pipeline = self._pipelines.pipeline_for(self.lease, self.progress)
         self._log.info("start shard", position=str(self.reader.position))
+        if self._hooks is not None and self._hooks.has("on_shard_start"):
+            await self._hooks.shard_event(
+                "on_shard_start", self._hooks.shard_info(self.lease, "started", self._checkpointer.checkpointed))
         checkpointing = asyncio.create_task(self._checkpoint_loop(), name=f"checkpoint:{self.lease.shard_id}")
+        aged_out = False
         try:
             try:
                 shard_end = await self._feed(stop, checkpointing)
             except ShardGoneError:
                 if not await self._aged_out():
                     raise
-                shard_end = True  # nothing left to read: finish, so that the children start
+                shard_end = aged_out = True  # nothing left to read: finish, so that the children start
             await self._wait(self._pipeline.drain(), checkpointing)
         finally:
             checkpointing.cancel()
@@ -254,6 +269,10 @@ class ShardConsumer:
             metrics.lease_events.labels("finished").inc()
             self._log.info("finish shard", children=children)
             self._transition(ConsumerState.SHARD_END)
+            if self._hooks is not None and self._hooks.has("on_shard_end"):
+                info = self._hooks.shard_info(self.lease, "aged_out" if aged_out else "shard_end",
+                                              self._checkpointer.checkpointed, tuple(children))
+                await self._hooks.shard_event("on_shard_end", info)
         else:
             self._transition(ConsumerState.SHUT_DOWN)
 

@@ -10,6 +10,10 @@ stopped: its lease is kept so nobody reads past the gap, and the worker is not r
 On stop: :meth:`drain` lets every consumer finish and checkpoint within a budget, then
 cancels the rest (which save their finished prefix); :meth:`release_all` hands every lease
 back so other workers resume at once.
+
+It runs the config's ``on_lease_lost`` hook (worker/lifecycle/hooks.py) when a consumer
+ended with its lease lost, however that was noticed; the hook runs beside the other
+consumers, bounded by ``hooks.timeout_seconds``, and the drain waits for it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from worker.leases.coordinator import LeaseCoordinator, LeaseKey
 from worker.leases.model import Lease
 from worker.leases.table import LeaseTable
 from worker.lifecycle.consumer import ConsumerState, PipelineSource, ShardConsumer, ShardLineage
+from worker.lifecycle.hooks import LifecycleHooks
 from worker.observability import metrics
 from worker.retrieval.idle_budget import IdlePollBudget
 from worker.supervision import RestartBackoff
@@ -53,8 +58,12 @@ class ShardSupervisor:
         pipelines: PipelineSource,
         lineage: ShardLineage,
         streams: Callable[[], dict[str, str]],
+        hooks: LifecycleHooks | None = None,
     ) -> None:
-        """``streams`` answers the consumed streams (ARN -> logical table) for the taker."""
+        """``streams`` answers the consumed streams (ARN -> logical table) for the taker;
+        ``hooks`` are the config's lifecycle hooks (None: none)."""
+        self._hooks = hooks
+        self._hook_runs: set[asyncio.Task[None]] = set()
         self._config = config
         self._lease_table = lease_table
         self._streams_client = streams_client
@@ -108,6 +117,7 @@ class ShardSupervisor:
             config=self._config,
             stream=self._config.tables[lease.table].stream,
             idle_budget=self._idle_budget,
+            hooks=self._hooks,
         )
         stop = asyncio.Event()
         task = asyncio.create_task(consumer.run(stop), name=f"consumer:{lease.table}:{lease.shard_id}")
@@ -121,7 +131,7 @@ class ShardSupervisor:
         if running is not None and not running.task.done():
             # Fenced: stop at once; its checkpoint write would fail anyway. The state changes
             # first, so the cancelled run does not try to save its progress.
-            running.consumer.lose()
+            running.consumer.lose("taken" if self.leases.renewing else "expired")
             running.task.cancel()
 
     # -- a consumer ended ------------------------------------------------------------------
@@ -132,7 +142,11 @@ class ShardSupervisor:
             return
         lease = running.consumer.lease
         metrics.leases_held.labels(lease.table).dec()
+        if running.consumer.state is ConsumerState.LEASE_LOST:
+            self._run_lease_lost_hook(running.consumer)
         if task.cancelled():
+            if running.consumer.state is ConsumerState.SHARD_END:
+                self.leases.forget(lease)  # finished, then cut off in its on_shard_end hook
             return
         exc = task.exception()
         if exc is None:
@@ -155,6 +169,15 @@ class ShardSupervisor:
         self._restarts.add(restart)
         restart.add_done_callback(self._restarts.discard)
 
+    def _run_lease_lost_hook(self, consumer: ShardConsumer) -> None:
+        hooks = self._hooks
+        if hooks is None or not hooks.has("on_lease_lost"):
+            return
+        info = hooks.shard_info(consumer.lease, consumer.lost_reason or "taken", consumer.checkpointed)
+        run = asyncio.create_task(hooks.shard_event("on_lease_lost", info), name=f"on_lease_lost:{info.shard_id}")
+        self._hook_runs.add(run)
+        run.add_done_callback(self._hook_runs.discard)
+
     async def _restart(self, key: LeaseKey, checkpoint: str | None, delay: float) -> None:
         await asyncio.sleep(delay)
         lease = self.leases.held.get(key)
@@ -175,6 +198,7 @@ class ShardSupervisor:
             running.stop.set()
         tasks = [running.task for running in self._running.values()]
         if not tasks:
+            await self._wait_hook_runs(deadline)
             return
         budget = max(0.5, (deadline - time.monotonic()) * 0.8)
         _, pending = await asyncio.wait(tasks, timeout=budget)
@@ -183,6 +207,15 @@ class ShardSupervisor:
         if pending:
             self._log.warning("cancel consumers past the shutdown budget", count=len(pending))
             await asyncio.wait(pending, timeout=max(0.1, deadline - time.monotonic()))
+        await self._wait_hook_runs(deadline)
+
+    async def _wait_hook_runs(self, deadline: float) -> None:
+        """Let running on_lease_lost hooks finish (each is bounded by its own timeout too)."""
+        runs = list(self._hook_runs)
+        if runs:
+            _, pending = await asyncio.wait(runs, timeout=max(0.1, (deadline - time.monotonic()) * 0.8))
+            for run in pending:
+                run.cancel()
 
     async def release_all(self) -> None:
         """Release every held lease (shielded: a release is not cut in half) and leave."""

@@ -92,3 +92,6 @@ lease_table_writes = Counter(
 )
 checkpoints = Counter(f"{NS}_checkpoints_total", "Checkpoint writes by outcome", ["stream", "outcome"])
 loop_crashes = Counter(f"{NS}_loop_crashes_total", "Background loops that crashed and were restarted", ["loop"])
+hook_failures = Counter(
+    f"{NS}_hook_failures_total", "Lifecycle hooks that raised (error) or were cancelled at their timeout", ["hook", "reason"]
+)

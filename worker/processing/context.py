@@ -41,6 +41,34 @@ class TableProvider(Protocol):
     async def table(self, logical_name: str) -> Table: ...
 
 
+class Resources:
+    """Shared clients built once by ``hooks.on_start``: ``ctx.resources.http``.
+
+    A plain namespace: ``on_start`` sets attributes on it (``info.resources.http = ...``)
+    or returns a mapping whose items become attributes. Asking for one that was never set
+    is an ``AttributeError`` that lists the ones that were.
+    """
+
+    def __init__(self, **items: Any) -> None:
+        self.__dict__.update(items)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):  # copy/pickle probes
+            raise AttributeError(name)
+        known = ", ".join(sorted(self.__dict__)) or "none"
+        raise AttributeError(f"no resource {name!r} (resources: {known}); hooks.on_start builds them")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Declared so that type checkers accept ``info.resources.http = ...`` in a hook.
+        object.__setattr__(self, name, value)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.__dict__
+
+    def __repr__(self) -> str:
+        return f"Resources({', '.join(sorted(self.__dict__))})"
+
+
 @dataclass(slots=True)
 class HandlerContext:
     """Everything a handler call gets besides its record(s).
@@ -50,7 +78,8 @@ class HandlerContext:
     these records (1 on the first call, 2 on the first retry ...); ``deadline`` is the
     ``time.monotonic()`` value at which the route's ``timeout_seconds`` cancels the call
     (None: no timeout). ``log`` is a structlog logger already bound to the route, shard,
-    sequence number and correlation id.
+    sequence number and correlation id. ``resources`` holds the shared clients the
+    config's ``hooks.on_start`` built (``ctx.resources.http``; empty without that hook).
     """
 
     route: str
@@ -62,6 +91,7 @@ class HandlerContext:
     shard_id: str = ""
     attempt: int = 1
     deadline: float | None = None
+    resources: Resources = field(default_factory=Resources)
 
     async def table(self, logical_name: str) -> Table:
         """The aioboto3 ``Table`` for the logical table ``logical_name`` (config ``tables:``)."""

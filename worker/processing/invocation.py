@@ -13,11 +13,11 @@ at once.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Awaitable, Protocol
 
 from worker.errors import RetryableError
-from worker.processing.context import BatchResult, HandlerContext, TableProvider
+from worker.processing.context import BatchResult, HandlerContext, Resources, TableProvider
 from worker.processing.router import Route
 from worker.processing.watchdog import HandlerTimeout, Watchdog
 from worker.publishing.base import Publisher
@@ -41,6 +41,8 @@ class DeliveryServices:
     config: Any
     worker_id: str
     observers: list[ProcessingObserver]
+    # Filled by hooks.on_start before any record is delivered: ``ctx.resources``.
+    resources: Resources = field(default_factory=Resources)
 
 
 class HandlerInvoker:
@@ -66,6 +68,7 @@ class HandlerInvoker:
             shard_id=shard_id if record is None else record.shard_id,
             attempt=attempt,
             deadline=None if timeout is None else time.monotonic() + timeout,
+            resources=self._services.resources,
         )
 
     async def handle(self, record: StreamRecord, attempt: int = 1) -> None:

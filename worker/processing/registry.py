@@ -1,4 +1,4 @@
-"""Resolves handler import strings (``package.module:function``) at load time.
+"""Resolves handler (and lifecycle hook) import strings (``package.module:function``) at load time.
 
 Anything that is not an async callable taking ``(record, ctx)`` (per-record handler) or
 ``(records, ctx)`` (batch handler) is rejected before the worker starts, so a typo in the
@@ -116,6 +116,30 @@ def load_handler(import_string: str, *, batch: bool = False, config_dir: Path | 
     ``batch`` says whether it is a batch handler (``(records, ctx)``); ``config_dir`` is
     the config file's folder, searched after ``sys.path``.
     """
+    obj = _resolve_async_callable(import_string, config_dir)
+    _check_signature(obj, import_string, batch)
+    return obj  # type: ignore[no-any-return]
+
+
+def load_hook(import_string: str, *, config_dir: Path | None = None) -> Any:
+    """The async callable ``import_string`` names, checked to take one argument (the
+    hook's info object: see worker/lifecycle/hooks.py)."""
+    obj = _resolve_async_callable(import_string, config_dir)
+    try:
+        signature = inspect.signature(obj)
+    except (TypeError, ValueError):
+        return obj  # a builtin or C callable: nothing to read, the call decides
+    try:
+        signature.bind(None)
+    except TypeError:
+        raise HandlerImportError(
+            f"{import_string!r} takes {_describe(signature)}, but a hook is called with one argument "
+            f"(info): define it as 'async def {getattr(obj, '__name__', 'hook')}(info)'"
+        ) from None
+    return obj
+
+
+def _resolve_async_callable(import_string: str, config_dir: Path | None) -> Any:
     module_name, _, attribute_path = import_string.partition(":")
     if not module_name or not attribute_path:
         raise HandlerImportError(f"expected 'package.module:function', got {import_string!r}")
@@ -127,5 +151,4 @@ def load_handler(import_string: str, *, batch: bool = False, config_dir: Path | 
             raise HandlerImportError(f"module {module_name!r} has no attribute {attribute_path!r}") from None
     if not _is_async_callable(obj):
         raise HandlerImportError(f"{import_string!r} is not an async callable (define it with 'async def')")
-    _check_signature(obj, import_string, batch)
-    return obj  # type: ignore[no-any-return]
+    return obj

@@ -11,7 +11,10 @@ own handler. What differs from a running worker, and why:
 * the route's dead-letter destination, if the config has one, is a list (``h.dead_letters``)
   whatever its type; a route without one retries as the worker would, but the harness
   gives up after ``retry_limit`` back-offs a record and raises :class:`HarnessStuck`;
-* back-off sleeps do not wait (the delays asked for are kept in ``h.backoffs``).
+* back-off sleeps do not wait (the delays asked for are kept in ``h.backoffs``);
+* the config's ``hooks.on_start`` runs on entry and ``hooks.on_stop`` on exit, as in the
+  worker, so handlers find ``ctx.resources`` (``h.resources``); the shard hooks do not
+  run: the harness has no shards or leases.
 
 All wiring of the engine is in this module, so that pointing the kit at a new engine
 means changing this file only.
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Mapping
@@ -29,8 +33,9 @@ from typing import Any, AsyncIterator, Mapping
 from worker.aws import AwsClients
 from worker.config import Config, load_config
 from worker.deadletter import DeadLetter
+from worker.lifecycle.hooks import LifecycleHooks
 from worker.local.tables import create_application_table
-from worker.processing.context import HandlerContext, Table
+from worker.processing.context import HandlerContext, Resources, Table
 from worker.processing.delivery import DeliveryServices, RouteDelivery
 from worker.processing.progress import ShardProgress
 from worker.processing.router import Route, Router
@@ -118,13 +123,19 @@ class RouteHarness:
     tables: Tables
     published: list[Event]
     dead_letters: list[DeadLetter]
+    resources: Resources
     _delivery: RouteDelivery = field(repr=False)
     _progress: ShardProgress = field(repr=False)
     _recorder: _Recorder = field(repr=False)
+    _hash_key: str = field(repr=False, default="")
 
     @property
     def backoffs(self) -> list[float]:
         return self._recorder.backoffs
+
+    def _partition_key(self, record: StreamRecord) -> str:
+        keys = record.raw.get("dynamodb", {}).get("Keys", {})
+        return repr(keys.get(self._hash_key, keys))
 
     async def table(self, logical_name: str) -> Table:
         """The (mocked) table ``logical_name`` of the config, as the handler sees it."""
@@ -161,7 +172,9 @@ class RouteHarness:
             part = routed[start:start + size]
             for record in part:  # as the pipeline does: the shard's progress owes each one route
                 self._progress.add(record, 1)
-            await self._delivery.deliver(part)
+            # Keyed as the worker's key scheduler keys them: a failed part of a batch holds
+            # back only its own keys' later records.
+            await self._delivery.deliver(part, self._partition_key)
         return [self._recorder.outcomes.pop(id(record), Outcome.FILTERED) for record in records]
 
 
@@ -185,6 +198,7 @@ async def route_harness(
     aws = loaded.aws.model_copy(update={"region": region, "endpoint_url": None, "endpoints": {}})
     config = loaded.model_copy(update={"aws": aws})
     router = Router.from_config(config)
+    hooks = LifecycleHooks.from_config(config, worker_id="route-harness")
     route = next(route for route in router.routes if route.name == route_name)
     with aws_mock.in_process_aws(region):
         clients = AwsClients(config.aws)
@@ -198,13 +212,19 @@ async def route_harness(
             letters = _ListDeadLetters() if route.dead_letter is not None else None
             recorder = _Recorder(route.name, retry_limit)
             services = DeliveryServices(publisher=publisher, tables=tables, config=config,
-                                        worker_id="route-harness", observers=[recorder.observe])
+                                        worker_id="route-harness", observers=[recorder.observe],
+                                        resources=hooks.resources)
             progress = ShardProgress()
             delivery = RouteDelivery(route, services, letters, progress=progress, sleep=recorder.sleep)
             harness = RouteHarness(config=config, route=route, router=router, tables=tables,
                                    published=publisher.events,
                                    dead_letters=letters.letters if letters is not None else [],
+                                   resources=hooks.resources, _hash_key=config.tables[route.table].key,
                                    _delivery=delivery, _progress=progress, _recorder=recorder)
-            yield harness
+            await hooks.start()
+            try:
+                yield harness
+            finally:
+                await hooks.stop(deadline=time.monotonic() + config.hooks.timeout_seconds)
         finally:
             await clients.close()
