@@ -20,7 +20,7 @@ from typing import Protocol
 
 import structlog
 
-from worker import __version__
+from worker.version import __version__
 from worker.config import Config, load_config
 from worker.errors import ConfigError, SetupError, StartupError
 from worker.signals import CAUGHT, early_signals, remember_early_signals
