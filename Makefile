@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install run check-config clean lint lock lock-upgrade bench bench-leases bench-pipeline bench-pipeline-tracing bench-e2e bench-lag bench-idle bench-hot-shard
+.PHONY: demo test install run check-config clean lint lock lock-upgrade bench bench-leases bench-pipeline bench-pipeline-tracing bench-e2e bench-lag bench-idle bench-hot-shard bench-child-start
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 # Benchmarks write bench/results.json (see bench/README.md).
-bench: bench-leases bench-pipeline bench-e2e bench-lag bench-idle bench-hot-shard
+bench: bench-leases bench-pipeline bench-e2e bench-lag bench-idle bench-hot-shard bench-child-start
 
 bench-leases: $(STAMP)
 	$(BIN)/python -m bench.leases_bench
@@ -44,6 +44,9 @@ bench-idle: $(STAMP)
 
 bench-hot-shard: $(STAMP)
 	$(BIN)/python -m bench.hot_shard_bench
+
+bench-child-start: $(STAMP)
+	$(BIN)/python -m bench.child_start_bench
 
 # requirements.lock: every runtime dependency (plus the otel extra, when pyproject.toml has
 # one) pinned with its hashes, for the Docker image (pip --require-hashes). `make lock` after

@@ -63,9 +63,11 @@ class Cluster:
 
     # -- config and processes ------------------------------------------------------------
 
-    def write_config(self, stream_arn: str, *, product_timings: bool = False, **leases: Any) -> Path:
+    def write_config(self, stream_arn: str, *, product_timings: bool = False, reader: dict[str, Any] | None = None,
+                     **leases: Any) -> Path:
         """Test timings (short lease duration, fast polls) unless ``product_timings``: then
-        the lease and reader sections keep the product defaults (the benchmark's case)."""
+        the lease and reader sections keep the product defaults (the benchmark's case).
+        ``reader`` overrides keys of the reader section either way."""
         doc = {
             "worker": {"id": "${WORKER_ID}", "shutdown_timeout_seconds": 10},
             "aws": {"region": "us-east-1", "endpoint_url": self.endpoint_url,
@@ -86,6 +88,7 @@ class Cluster:
             doc["leases"] = {"table": self.lease_table, **leases}
             doc["reader"] = {}
             del doc["processing"]
+        doc["reader"].update(reader or {})
         path = self.workdir / "worker.yaml"
         path.write_text(yaml.safe_dump(doc))
         self.config_path = path

@@ -33,6 +33,7 @@ from worker.processing.tables import Tables
 from worker.publishing.base import Publisher
 from worker.publishing.factory import build_publisher
 from worker.retrieval.fast_decode import install_fast_get_records
+from worker.retrieval.idle_budget import IdlePollBudget
 from worker.shards.catalog import StreamCatalog
 
 
@@ -106,7 +107,11 @@ async def _connect(
         needs=router.tables_needing_images(),
     )
     names = {logical: table.name for logical, table in config.tables.items()}
-    publisher = tracing.traced_publisher(await build_publisher(config.publisher, clients, names))
+    # One idle-poll budget for the process: the outbox publisher wakes the readers of its
+    # table's stream through it when this worker consumes that stream too.
+    idle_budget = IdlePollBudget(config.reader.idle_polls_per_second)
+    wake = idle_budget.wake if config.publisher.table in config.consumed_tables else None
+    publisher = tracing.traced_publisher(await build_publisher(config.publisher, clients, names, wake_readers=wake))
     opened.push_async_callback(publisher.close)
     dead_letters = {}
     for route in router.routes:
@@ -125,7 +130,7 @@ async def _connect(
     )
     shards = ShardSupervisor(
         config, worker_id=worker_id, lease_table=lease_table, streams_client=streams_client,
-        pipelines=engine, lineage=catalog, streams=catalog.tables_by_arn, hooks=hooks,
+        pipelines=engine, lineage=catalog, streams=catalog.tables_by_arn, hooks=hooks, idle_budget=idle_budget,
     )
     # First heartbeat and discovery before any lease is taken.
     await shards.leases.heartbeat_once()

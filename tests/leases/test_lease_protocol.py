@@ -839,3 +839,67 @@ async def test_a_failed_stolen_lease_notice_does_not_undo_the_steal(make_table: 
     await beat_and_poll(a, b)
     await a.take_pass()
     assert sorted(rec_a.lost_shards) == sorted(lease.shard_id for lease in stolen)
+
+
+async def test_take_children_takes_a_finished_parents_free_children_at_once(make_table: TableFactory) -> None:
+    """At shard end the worker takes the children itself (no lease pass), but not a child a
+    live worker already took, nor a merge's child whose other parent is still being read."""
+    shared = await make_table()
+    for shard_id in ("parent", "other-parent"):
+        assert await shared.create_lease(Lease(stream_arn=STREAM, shard_id=shard_id, table="orders"))
+    children = {"left": ("parent",), "right": ("parent",), "merged": ("parent", "other-parent"),
+                "taken": ("parent",)}
+    for shard_id, parents in children.items():
+        assert await shared.create_lease(Lease(stream_arn=STREAM, shard_id=shard_id, table="orders",
+                                               parent_shard_ids=parents))
+    a, rec_a = coordinator(shared, "worker-a")
+    b, _ = coordinator(await make_table(), "worker-b")
+    await beat_and_poll(a, b)
+    parent = await shared.take(await shared.get_lease(STREAM, "parent"), "worker-a")  # type: ignore[arg-type]
+    assert parent is not None
+    assert await shared.take(await shared.get_lease(STREAM, "taken"), "worker-b") is not None  # type: ignore[arg-type]
+    await Checkpointer(shared, parent, "orders").finish(sorted(children))
+
+    taken = await a.take_children(STREAM, "parent", sorted(children))
+
+    assert sorted(lease.shard_id for lease in taken) == ["left", "right"]
+    assert sorted(rec_a.acquired_shards) == ["left", "right"] and held(a) == {"left", "right"}
+    owned = await owners(shared)
+    assert (owned["left"], owned["right"], owned["taken"], owned["merged"]) == ("worker-a", "worker-a", "worker-b", None)
+
+    # The merge's other parent ends: its finisher takes the merged child.
+    other = await shared.take(await shared.get_lease(STREAM, "other-parent"), "worker-a")  # type: ignore[arg-type]
+    assert other is not None
+    await Checkpointer(shared, other, "orders").finish(["merged"])
+    assert [lease.shard_id for lease in await a.take_children(STREAM, "other-parent", ["merged"])] == ["merged"]
+    assert (await owners(shared))["merged"] == "worker-a"
+
+
+async def test_take_children_takes_rows_it_just_created_without_reading_them(make_table: TableFactory) -> None:
+    shared = await make_table()
+    child = Lease(stream_arn=STREAM, shard_id="child", table="orders", parent_shard_ids=("parent",))
+    assert await shared.create_lease(child)
+    a, _ = coordinator(shared, "worker-a")
+    b, _ = coordinator(await make_table(), "worker-b")
+    await beat_and_poll(a, b)
+
+    assert [lease.shard_id for lease in await a.take_children(STREAM, "parent", ["child"], [child])] == ["child"]
+    # The same row as created, once more: the conditional take fails, nothing is taken twice.
+    assert await b.take_children(STREAM, "parent", ["child"], [child]) == []
+    assert (await owners(shared))["child"] == "worker-a" and held(b) == set()
+
+
+async def test_take_children_leaves_them_to_the_pass_when_not_taking_or_at_the_cap(make_table: TableFactory) -> None:
+    shared = await make_table()
+    for shard_id in ("left", "right"):
+        assert await shared.create_lease(Lease(stream_arn=STREAM, shard_id=shard_id, table="orders",
+                                               parent_shard_ids=("parent",)))
+    capped, _ = coordinator(shared, "worker-a", lease_cfg(max_leases_per_worker=1))
+    assert await capped.heartbeat_once()
+    assert [lease.shard_id for lease in await capped.take_children(STREAM, "parent", ["left", "right"])] == ["left"]
+
+    stopping, rec = coordinator(await make_table(), "worker-b")
+    assert await stopping.heartbeat_once()
+    stopping.taking = False
+    assert await stopping.take_children(STREAM, "parent", ["right"]) == [] and rec.acquired == []
+    assert (await owners(shared))["right"] is None

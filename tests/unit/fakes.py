@@ -77,6 +77,8 @@ class FakeStreamsClient:
         self.shards: dict[str, FakeShard] = {}
         self.page_size = page_size
         self.describe_page_size = describe_page_size
+        # DescribeStream's ShardFilter: "ignore" (moto, DynamoDB Local), "honor" (AWS), "refuse".
+        self.shard_filter = "ignore"
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self._iterators: dict[str, _Iterator] = {}
         self._generation = 0
@@ -186,6 +188,11 @@ class FakeStreamsClient:
         if kwargs["StreamArn"] != self.stream_arn:
             raise client_error("ResourceNotFoundException", "DescribeStream")
         ids = list(self.shards)
+        shard_filter = kwargs.get("ShardFilter")
+        if shard_filter is not None and self.shard_filter == "refuse":
+            raise client_error("ValidationException", "DescribeStream", message="unknown parameter ShardFilter")
+        if shard_filter is not None and self.shard_filter == "honor":  # AWS: only that shard's children
+            ids = [i for i in ids if self.shards[i].parent_shard_id == shard_filter["ShardId"]]
         start = 0
         if "ExclusiveStartShardId" in kwargs:
             start = ids.index(kwargs["ExclusiveStartShardId"]) + 1

@@ -27,7 +27,7 @@ import math
 import random
 import time
 from collections import Counter
-from typing import Callable
+from typing import Callable, Sequence
 
 import structlog
 
@@ -70,6 +70,9 @@ class LeaseCoordinator:
         self._target = 0
         self._scan_requested = True
         self.taking = True
+        # One lease pass at a time: take_pass judges held leases against rows it read before
+        # its awaits, so a take between that read and its check would look like a loss.
+        self._pass_lock = asyncio.Lock()
         self._log = log.bind(worker=worker_id)
 
     # -- liveness ----------------------------------------------------------------------
@@ -178,6 +181,10 @@ class LeaseCoordinator:
 
     async def take_pass(self) -> list[Lease]:
         """Read every lease: notice lost ones, then take or steal up to the fair share."""
+        async with self._pass_lock:
+            return await self._take_pass()
+
+    async def _take_pass(self) -> list[Lease]:
         self._scan_requested = False
         self._last_scan = time.monotonic()
         leases: list[Lease] = []
@@ -270,6 +277,47 @@ class LeaseCoordinator:
                 self._log.warning("skip stolen-lease notice", victim=victim, error=type(exc).__name__,
                                   detail=str(exc)[:200])
         return stolen
+
+    async def take_children(
+        self, stream_arn: str, parent_id: str, children: list[str], created: Sequence[Lease] = (),
+    ) -> list[Lease]:
+        """Take the children of a shard this worker just finished, now, not at the next pass.
+
+        The worker that read a parent to its end is their natural owner (it just gave that
+        lease up). A child is taken only when it is free (or its owner is dead) and every
+        one of its parents is finished (a merge's other parent may still be read elsewhere:
+        whoever finishes the last parent takes it). Takes are conditional like any other:
+        a worker that took a child first keeps it. Within ``max_leases_per_worker``; the
+        balancer evens out what a split adds (one lease becomes two). ``created``: rows this
+        worker just created, taken as written without reading them back."""
+        fresh = {lease.shard_id: lease for lease in created}
+        taken: list[Lease] = []
+        async with self._pass_lock:
+            for child in children:
+                cap = self._config.max_leases_per_worker
+                if not self.taking or not self.renewing or (cap is not None and len(self.held) >= cap):
+                    break
+                row = fresh.get(child) or await call_aws("GetItem", self._table.get_lease, stream_arn, child)
+                if row is None or row.finished or row.key in self.held:
+                    continue
+                now = time.monotonic()
+                if row.owner is not None and row.owner != self.worker_id and self._alive(row.owner, now):
+                    continue
+                if not await self._parents_finished(row, parent_id):
+                    continue
+                lease = await self._take(row, now)
+                if lease is not None:
+                    taken.append(lease)
+        return taken
+
+    async def _parents_finished(self, lease: Lease, finished_parent: str) -> bool:
+        for parent_id in lease.parent_shard_ids:
+            if parent_id == finished_parent:
+                continue
+            parent = await call_aws("GetItem", self._table.get_lease, lease.stream_arn, parent_id)
+            if parent is not None and not parent.finished:  # no row: cleaned up after finishing
+                return False
+        return True
 
     async def run_taker(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -19,7 +19,8 @@ States and the transitions allowed between them::
   failing, so a restart does not redo what was finished before it.
 * LEASE_LOST: also entered from outside, by :meth:`ShardConsumer.lose`, when the lease
   coordinator sees the lease taken (the supervisor then cancels the consumer's task).
-* SHARD_END: the lease records ``SHARD_END`` and the child shard ids, and is given up.
+* SHARD_END: the lease records ``SHARD_END`` and the child shard ids, and is given up;
+  the supervisor then creates the children's leases and takes them at once.
 
 The config's shard hooks (worker/lifecycle/hooks.py) run on this consumer's task:
 ``on_shard_start`` before the first record is fed, ``on_shard_end`` after ``SHARD_END``
@@ -89,6 +90,8 @@ class ShardLineage(Protocol):
 
     async def children_of(self, stream_arn: str, shard_id: str) -> list[str]: ...
 
+    async def lease_children(self, parent: Lease, children: list[str]) -> list[Lease]: ...
+
 
 class PipelineSource(Protocol):
     """Gives a shard its pipeline, reporting to the shard's progress (the processing engine)."""
@@ -126,6 +129,7 @@ class ShardConsumer:
         self._pipeline: ShardPipeline | None = None
         self.progress = ShardProgress()
         self.reader: ShardReader | None = None
+        self.children: list[str] = []  # set at SHARD_END: the supervisor starts them at once
         self._log = log.bind(stream=lease.table, shard=lease.shard_id)
 
     def _transition(self, new: ConsumerState) -> None:
@@ -266,6 +270,7 @@ class ShardConsumer:
         if shard_end:
             children = await self._lineage.children_of(self.lease.stream_arn, self.lease.shard_id)
             await self._checkpointer.finish(children)
+            self.children = children
             metrics.lease_events.labels("finished").inc()
             self._log.info("finish shard", children=children)
             self._transition(ConsumerState.SHARD_END)

@@ -7,6 +7,10 @@ with the same back-off as every background loop (worker/supervision.py), as long
 lease is still held. A consumer stopped by the trimmed-data policy ``stop_shard`` is held
 stopped: its lease is kept so nobody reads past the gap, and the worker is not ready.
 
+At a shard's end the children start at once: their lease rows are created (the stream
+catalog) and this worker, which just read their parent to its end, tries to take them
+(the lease coordinator); the leader's periodic discovery remains the safety net.
+
 On stop: :meth:`drain` lets every consumer finish and checkpoint within a budget, then
 cancels the rest (which save their finished prefix); :meth:`release_all` hands every lease
 back so other workers resume at once.
@@ -59,9 +63,11 @@ class ShardSupervisor:
         lineage: ShardLineage,
         streams: Callable[[], dict[str, str]],
         hooks: LifecycleHooks | None = None,
+        idle_budget: IdlePollBudget | None = None,
     ) -> None:
         """``streams`` answers the consumed streams (ARN -> logical table) for the taker;
-        ``hooks`` are the config's lifecycle hooks (None: none)."""
+        ``hooks`` are the config's lifecycle hooks (None: none); ``idle_budget`` is shared
+        with whoever wakes readers (default: one of its own)."""
         self._hooks = hooks
         self._hook_runs: set[asyncio.Task[None]] = set()
         self._config = config
@@ -69,10 +75,11 @@ class ShardSupervisor:
         self._streams_client = streams_client
         self._pipelines = pipelines
         self._lineage = lineage
-        self._idle_budget = IdlePollBudget(config.reader.idle_polls_per_second)
+        self._idle_budget = idle_budget or IdlePollBudget(config.reader.idle_polls_per_second)
         self._running: dict[LeaseKey, _Running] = {}
         self._backoffs: dict[LeaseKey, RestartBackoff] = {}
         self._restarts: set[asyncio.Task[None]] = set()
+        self._child_starts: set[asyncio.Task[None]] = set()
         self._held_stopped: set[str] = set()  # "table:shard" held stopped by the trimmed-data policy
         self._stopping = False
         self._log = log.bind(worker=worker_id)
@@ -153,6 +160,11 @@ class ShardSupervisor:
             if task.result() in (ConsumerState.SHARD_END, ConsumerState.LEASE_LOST):
                 self.leases.forget(lease)
                 self._backoffs.pop(key, None)
+            if task.result() is ConsumerState.SHARD_END and running.consumer.children and not self._stopping:
+                start = asyncio.create_task(self._start_children(lease, running.consumer.children),
+                                            name=f"children:{lease.shard_id}")
+                self._child_starts.add(start)
+                start.add_done_callback(self._child_starts.discard)
             return
         if isinstance(exc, TrimmedDataError):
             # Policy "stop_shard": keep the lease so nobody else reads past the gap.
@@ -178,6 +190,25 @@ class ShardSupervisor:
         self._hook_runs.add(run)
         run.add_done_callback(self._hook_runs.discard)
 
+    async def _start_children(self, parent: Lease, children: list[str]) -> None:
+        """Lease the finished shard's children and take them now. Best effort: on an error
+        the leader's next discovery pass creates the rows, and any taker's pass takes them."""
+        try:
+            created = await self._lineage.lease_children(parent, children)
+            taken = await self.leases.take_children(parent.stream_arn, parent.shard_id, children, created)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - discovery is the safety net
+            self._log.warning("leave child shards to discovery", shard=parent.shard_id, children=children,
+                              error=type(exc).__name__, detail=str(exc)[:200])
+            self.leases.request_scan()
+            return
+        self._log.info("start child shards", shard=parent.shard_id, children=children,
+                       created=[lease.shard_id for lease in created],
+                       taken=[lease.shard_id for lease in taken])
+        if len(taken) < len(children):
+            self.leases.request_scan()  # the rest: the next pass, here or on another worker
+
     async def _restart(self, key: LeaseKey, checkpoint: str | None, delay: float) -> None:
         await asyncio.sleep(delay)
         lease = self.leases.held.get(key)
@@ -192,7 +223,7 @@ class ShardSupervisor:
         closing clients); cancel the consumers still running then."""
         self._stopping = True
         self.leases.taking = False
-        for restart in list(self._restarts):
+        for restart in list(self._restarts) + list(self._child_starts):
             restart.cancel()
         for running in self._running.values():
             running.stop.set()

@@ -171,7 +171,8 @@ class ShardReader:
         Empty reads back off from ``idle_poll_seconds`` to ``max_idle_poll_seconds``, or
         further when the process's idle shards would exceed the shared
         :class:`IdlePollBudget`, whose ticks then time the polls; a page with records is
-        followed by the next read at once.
+        followed by the next read at once, and so is a wake of this stream by a writer in
+        this process (:meth:`IdlePollBudget.wake`).
         """
         delay = self._config.idle_poll_seconds
         configured = self._config.max_idle_poll_seconds
@@ -180,19 +181,29 @@ class ShardReader:
         stopped: asyncio.Future[Any] | None = None
         try:
             while not stop.is_set():
+                read_at = time.monotonic()
                 page = await self.read_page()
                 if page.records or page.shard_end:
                     return page
                 if stopped is None:
                     stopped = asyncio.ensure_future(stop.wait())
                 waits: tuple[asyncio.Future[Any], ...] = (stopped,)
-                if not idle and self._budget is not None:
-                    idle = True
-                    self._budget.idle_readers += 1
+                woken: asyncio.Future[None] | None = None
+                if self._budget is not None:
+                    if not idle:
+                        idle = True
+                        self._budget.enter_idle(self._label)
+                    woken = self._budget.woken(self._label, since=read_at)
+                    waits = (stopped, woken)
                 if self._budget is not None and delay >= configured:
                     await asyncio.wait((self._budget.tick_after(delay), *waits), return_when=asyncio.FIRST_COMPLETED)
                 else:
-                    await asyncio.wait(waits, timeout=delay)
+                    await asyncio.wait(waits, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+                if woken is not None and woken.done():
+                    # This process just wrote to the stream: poll now, and keep polling at
+                    # the short pace while the writes go on.
+                    delay = self._config.idle_poll_seconds
+                    continue
                 delay = min(max(delay * 2, 0.05), configured)
                 ceiling = self._budget.ceiling(configured) if self._budget is not None else configured
                 if delay >= configured and ceiling > configured:
@@ -204,4 +215,4 @@ class ShardReader:
             if stopped is not None:
                 stopped.cancel()
             if idle and self._budget is not None:
-                self._budget.idle_readers -= 1
+                self._budget.leave_idle(self._label)

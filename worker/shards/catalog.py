@@ -6,7 +6,9 @@
 * :meth:`discover` describes each stream and keeps one lease row per shard (see
   shards/discovery.py); when a table's stream was re-enabled, it follows the new ARN.
 * :meth:`run_discovery` repeats that on the leader only, so N workers cost what one does.
-* :meth:`children_of` answers a finished shard's children for its lease row.
+* :meth:`children_of` answers a finished shard's children for its lease row, and
+  :meth:`lease_children` creates their lease rows at once (at shard end, on whichever worker
+  finished the parent), so children do not wait for the next discovery pass.
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ import structlog
 from worker.config import Config
 from worker.errors import SetupError
 from worker.leases.coordinator import LeaseCoordinator
+from worker.leases.model import Lease
 from worker.leases.table import LeaseTable
-from worker.shards.discovery import StreamInfo, describe_shards, resolve_stream, sync_leases
-from worker.shards.lineage import ShardGraph
+from worker.retry import call_aws
+from worker.shards.discovery import (
+    StreamInfo, create_missing_leases, describe_children, describe_shards, resolve_stream, sync_leases,
+)
+from worker.shards.lineage import Shard, ShardGraph
 from worker.supervision import sleep_until_stopped
 
 log = structlog.get_logger(__name__)
@@ -83,16 +89,37 @@ class StreamCatalog:
         return info.hash_key if info else None
 
     async def children_of(self, stream_arn: str, shard_id: str) -> list[str]:
-        """A shard's children: from the last discovery, the lease rows (what a non-leader
-        knows) and, when neither names one, ``DescribeStream`` (a closed shard's children
-        exist before the next discovery pass has seen them)."""
+        """A shard's children: from the last discovery, else ``DescribeStream`` filtered on
+        the parent (a closed shard's children exist before the next discovery pass has seen
+        them; one small call on AWS), else the lease rows (children of a shard that aged
+        out of the stream, as discovery recorded them)."""
         graph = self._graphs.get(stream_arn)
         found = set(graph.children_of(shard_id)) if graph is not None else set()
-        leases = await self._lease_table.list_leases(stream_arn)
-        found.update(lease.shard_id for lease in leases if shard_id in lease.parent_shard_ids)
         if not found:
-            found.update((await describe_shards(self._streams_client, stream_arn)).children_of(shard_id))
+            found.update(s.shard_id for s in await describe_children(self._streams_client, stream_arn, shard_id))
+        if not found:
+            leases = await call_aws("Query", self._lease_table.list_leases, stream_arn)
+            found.update(lease.shard_id for lease in leases if shard_id in lease.parent_shard_ids)
         return sorted(found)
+
+    async def lease_children(self, parent: Lease, children: list[str]) -> list[Lease]:
+        """Create the lease rows of a finished shard's children now; the rows created.
+
+        The same rules as discovery (:func:`create_missing_leases`) on a graph of the parent
+        and its children, without reading the stream's other lease rows: none of them can
+        stop a child of a shard that finished just now (a child is never created twice:
+        the creates are conditional, so a discovery pass or another worker doing the same at
+        once is harmless). Nothing is deleted (the graph is partial). A DynamoDB Streams
+        shard has one parent, so each child's lineage is this parent."""
+        info = self._streams.get(parent.stream_arn)
+        if info is None or not children:
+            return []  # a stream this worker no longer follows (re-enabled): discovery decides
+        graph = ShardGraph(parent.stream_arn)
+        graph.add(Shard(parent.shard_id, None, None, "closed"))  # closed: its end was just read
+        for child in children:
+            graph.add(Shard(child, parent.shard_id, None, None))
+        position = self._config.tables[info.table].stream.starting_position
+        return await create_missing_leases(self._lease_table, info, graph, position, {parent.shard_id: parent})
 
     # -- discovery ----------------------------------------------------------------------
 

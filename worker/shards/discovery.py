@@ -91,25 +91,52 @@ def _check_view(logical: str, table_name: str, view: str, needs: set[str]) -> No
             )
 
 
-async def describe_shards(client: Any, stream_arn: str) -> ShardGraph:
-    graph = ShardGraph(stream_arn)
-    kwargs: dict[str, Any] = {"StreamArn": stream_arn}
+def _shard(raw: dict[str, Any]) -> Shard:
+    sequence_range = raw.get("SequenceNumberRange", {})
+    return Shard(
+        shard_id=raw["ShardId"],
+        parent_shard_id=raw.get("ParentShardId"),
+        starting_sequence_number=sequence_range.get("StartingSequenceNumber"),
+        ending_sequence_number=sequence_range.get("EndingSequenceNumber"),
+    )
+
+
+async def _describe_pages(client: Any, kwargs: dict[str, Any]) -> list[Shard]:
+    """Every shard ``DescribeStream`` lists with ``kwargs``, following ``LastEvaluatedShardId``."""
+    shards: list[Shard] = []
     while True:
         page = (await call_aws("DescribeStream", client.describe_stream, **kwargs))["StreamDescription"]
-        for raw in page.get("Shards", []):
-            sequence_range = raw.get("SequenceNumberRange", {})
-            graph.add(
-                Shard(
-                    shard_id=raw["ShardId"],
-                    parent_shard_id=raw.get("ParentShardId"),
-                    starting_sequence_number=sequence_range.get("StartingSequenceNumber"),
-                    ending_sequence_number=sequence_range.get("EndingSequenceNumber"),
-                )
-            )
+        shards.extend(_shard(raw) for raw in page.get("Shards", []))
         last = page.get("LastEvaluatedShardId")
         if not last:
-            return graph
-        kwargs["ExclusiveStartShardId"] = last
+            return shards
+        kwargs = {**kwargs, "ExclusiveStartShardId": last}
+
+
+async def describe_shards(client: Any, stream_arn: str) -> ShardGraph:
+    graph = ShardGraph(stream_arn)
+    for shard in await _describe_pages(client, {"StreamArn": stream_arn}):
+        graph.add(shard)
+    return graph
+
+
+async def describe_children(client: Any, stream_arn: str, parent_id: str) -> list[Shard]:
+    """The child shards of ``parent_id``, for a consumer that just reached its end.
+
+    ``DescribeStream`` with ``ShardFilter={"Type": "CHILD_SHARDS", "ShardId": parent}``
+    answers them in one small call where the endpoint supports the filter (AWS). An
+    endpoint that ignores it (moto, DynamoDB Local) answers every shard in pages: those
+    are followed and filtered here, so the answer is the same either way. An endpoint
+    that refuses it (ValidationException) gets the plain paged read.
+    """
+    kwargs: dict[str, Any] = {"StreamArn": stream_arn, "ShardFilter": {"Type": "CHILD_SHARDS", "ShardId": parent_id}}
+    try:
+        shards = await _describe_pages(client, kwargs)
+    except ClientError as exc:
+        if error_code(exc) not in ("ValidationException", "InvalidParameterException", "UnknownParameterException"):
+            raise
+        shards = await _describe_pages(client, {"StreamArn": stream_arn})
+    return sorted((s for s in shards if s.parent_shard_id == parent_id), key=lambda s: s.shard_id)
 
 
 def _ancestors(graph: ShardGraph, shard_id: str) -> list[str]:
@@ -131,6 +158,19 @@ async def sync_leases(
     # reset would end the process.
     leases = {lease.shard_id: lease for lease in await call_aws("Query", lease_table.list_leases,
                                                                 stream.stream_arn)}
+    created = await create_missing_leases(lease_table, stream, graph, starting_position, leases)
+    await _clean_finished(lease_table, stream, graph, leases)
+    return len(created)
+
+
+async def create_missing_leases(
+    lease_table: LeaseTable, stream: StreamInfo, graph: ShardGraph, starting_position: str,
+    leases: dict[str, Lease],
+) -> list[Lease]:
+    """Create a lease row (parents first) for each shard of ``graph`` that should have one
+    and has none in ``leases`` (shard id -> the stream's lease rows); the rows created.
+    ``graph`` may be part of the stream (a finished shard and its children): nothing is
+    deleted here."""
     first_time = not leases
     candidates = graph.in_lineage_order()
     if first_time and starting_position == "LATEST":
@@ -143,7 +183,7 @@ async def sync_leases(
     # Ancestors of leased shards that have no lease were skipped on purpose (a LATEST
     # start) or finished and cleaned up: never go back behind existing leases.
     behind = {a for shard_id in leases for a in _ancestors(graph, shard_id)}
-    created = 0
+    created: list[Lease] = []
     for shard in candidates:
         if shard.shard_id in leases or shard.shard_id in done_parents or shard.shard_id in behind:
             continue
@@ -152,9 +192,8 @@ async def sync_leases(
         lease = Lease(stream_arn=stream.stream_arn, shard_id=shard.shard_id, table=stream.table,
                       parent_shard_ids=tuple(parents))
         if await call_aws("PutItem", lease_table.create_lease, lease):
-            created += 1
+            created.append(lease)
             log.info("create lease", stream=stream.table, shard=shard.shard_id, parents=parents)
-    await _clean_finished(lease_table, stream, graph, leases)
     return created
 
 

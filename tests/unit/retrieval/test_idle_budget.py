@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+
+import pytest
 
 from tests.unit.fakes import FakeStreamsClient, make_record
 from worker.config import ReaderConfig
@@ -116,3 +119,62 @@ async def test_a_cancelled_reader_does_not_cancel_the_tick_others_wait_for() -> 
     await asyncio.sleep(0)
     await asyncio.wait_for(shared, timeout=5)
     assert shared.done() and not shared.cancelled()
+
+
+@pytest.mark.parametrize("idle_poll_seconds", [30, 60], ids=["short-wait", "tick-wait"])
+async def test_a_wake_makes_an_idle_reader_of_that_stream_poll_now(idle_poll_seconds: float) -> None:
+    """A reader whose back-off would keep it asleep for half a minute or more reads a record
+    written to its stream as soon as the stream is woken, whether it waits below its back-off
+    ceiling or at it (on the budget's ticks); a wake of another stream leaves it asleep."""
+    client = FakeStreamsClient()
+    client.add_shard("shardId-1", records=[], closed=False)
+    budget = IdlePollBudget(polls_per_second=50)
+    reader = ShardReader(client, stream_arn=client.stream_arn, shard_id="shardId-1", stream_label="events",
+                         start=TRIM_HORIZON, budget=budget,
+                         config=ReaderConfig(idle_poll_seconds=idle_poll_seconds, max_idle_poll_seconds=60))
+    task = asyncio.create_task(reader.next_page(asyncio.Event()))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if budget.idle_readers == 1:
+            break
+    assert len(client.calls_of("GetRecords")) == 1
+    client.append("shardId-1", make_record(7))
+    budget.wake("orders")
+    await asyncio.sleep(0.1)
+    assert not task.done() and len(client.calls_of("GetRecords")) == 1
+
+    budget.wake("events")
+    page = await asyncio.wait_for(task, timeout=5)
+    assert page is not None and [r["dynamodb"]["SequenceNumber"] for r in page.records] == ["7"]
+    assert budget.idle_readers == 0
+
+
+async def test_wakes_of_a_stream_are_spaced_by_its_idle_readers_over_the_budget() -> None:
+    """4 idle readers at 40 polls/s: a second wake within 0.1 s is deferred to then, not
+    dropped, and a wake with nobody waiting does nothing."""
+    budget = IdlePollBudget(polls_per_second=40)
+    budget.wake("events")  # nobody waiting: nothing to do, nothing deferred
+    for _ in range(4):
+        budget.enter_idle("events")
+    first = budget.woken("events", since=time.monotonic())
+    budget.wake("events")
+    assert first.done()
+
+    second = budget.woken("events", since=time.monotonic())
+    budget.wake("events")
+    budget.wake("events")  # folded into the deferred one
+    assert not second.done()
+    await asyncio.wait_for(second, timeout=2)
+    for _ in range(4):
+        budget.leave_idle("events")
+    assert budget.idle_readers == 0
+
+
+async def test_a_write_woken_while_the_reader_was_reading_wakes_it_when_it_goes_idle() -> None:
+    budget = IdlePollBudget(polls_per_second=40)
+    budget.enter_idle("events")
+    read_at = time.monotonic()
+    budget.wake("events")  # while the reader's GetRecords was under way: nobody waiting yet
+    assert budget.woken("events", since=read_at).done()
+    later = time.monotonic()
+    assert not budget.woken("events", since=later).done()  # nothing written since that read

@@ -30,6 +30,8 @@ every control method is thread-safe and may be called while the server runs):
   sequence number, or an iterator now pointing at trimmed data -> TrimmedDataAccessException;
   TRIM_HORIZON starts at the oldest retained record; closed shards closed and emptied
   longer than the retention ago vanish from DescribeStream.
+* ``DescribeStream`` honours ``ShardFilter={"Type": "CHILD_SHARDS", "ShardId": ...}`` as AWS
+  does (one page: that shard's children); moto and DynamoDB Local ignore the filter.
 * ``iterator_ttl_seconds`` (900): older iterators -> ExpiredIteratorException.
 * ``throttle_enabled`` (True) / ``max_get_records_per_shard_per_second`` (5): more GetRecords
   calls per shard within a sliding 1 s window (real time) -> LimitExceededException.

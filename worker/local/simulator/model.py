@@ -936,6 +936,13 @@ class StreamModel:
             start = pos + 1
         shards: list[dict[str, Any]] = []
         order = stream.order
+        shard_filter = body.get("ShardFilter")
+        if shard_filter is not None:
+            # As AWS: CHILD_SHARDS of one shard (a closed shard has at most two).
+            if shard_filter.get("Type") != "CHILD_SHARDS" or not shard_filter.get("ShardId"):
+                raise _validation("ShardFilter needs Type CHILD_SHARDS and a ShardId")
+            order = [shard for shard in order if shard.parent_id == shard_filter["ShardId"]]
+            start = 0
         i = start
         last: Shard | None = None
         while i < len(order) and len(shards) < limit:
