@@ -19,10 +19,10 @@ import uuid
 from pathlib import Path
 
 from bench.results import merge, print_table
-from tests.lineage.churn import child_starts, churn
-from tests.moto_process import MotoServer
-from tests.multiworker.harness import Cluster, balanced, wait_for
-from tests.simulator import Simulator
+from bench.churn import child_starts, churn
+from worker.local.moto_process import MotoServer
+from bench.cluster import Cluster, balanced, wait_for
+from worker.local.simulator import Simulator
 
 WORKERS = ["bench-a", "bench-b"]
 SHARDS = 8
