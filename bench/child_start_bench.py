@@ -4,7 +4,7 @@ Two `stream-worker` processes at the product's default timings (discovery every 
 a stream of the simulator (8 shards to start) and a lease table on a moto server. Records
 are written without pause (16 records of 400 keys in turn every 20 ms) while every 0.5 s one open shard, picked at
 random, is rotated or split (alternately). Per child: its first record handled minus its
-parent's last record handled (tests/lineage/churn.py), p50 / p99 over every child.
+parent's last record handled (bench/churn.py), p50 / p99 over every child.
 
 Run: ``python -m bench.child_start_bench [--changes 40] [--every 0.5]``.
 """
@@ -19,10 +19,10 @@ import uuid
 from pathlib import Path
 
 from bench.results import merge, print_table
-from tests.lineage.churn import child_starts, churn
-from tests.moto_process import MotoServer
-from tests.multiworker.harness import Cluster, balanced, wait_for
-from tests.simulator import Simulator
+from bench.churn import child_starts, churn
+from worker.local.moto_process import MotoServer
+from bench.cluster import Cluster, balanced, wait_for
+from worker.local.simulator import Simulator
 
 WORKERS = ["bench-a", "bench-b"]
 SHARDS = 8

@@ -52,8 +52,8 @@ from bench.support import (
     wait_for,
     write_config,
 )
-from tests.moto_process import free_port
-from tests.simulator import RemoteSimulator
+from worker.local.processes import free_port
+from worker.local.simulator import RemoteSimulator
 
 TABLE = "idle"
 MAX_IDLE_POLL_SECONDS = 1.0  # reader.max_idle_poll_seconds, the product default: one GetRecords per idle shard per second

@@ -15,9 +15,10 @@ import uuid
 from pathlib import Path
 
 from bench.results import merge, print_table
-from tests.moto_process import MotoServer, free_port
-from tests.multiworker.harness import Cluster, balanced, wait_for
-from tests.simulator import Simulator
+from worker.local.moto_process import MotoServer
+from worker.local.processes import free_port
+from bench.cluster import Cluster, balanced, wait_for
+from worker.local.simulator import Simulator
 
 WORKERS = ["bench-a", "bench-b", "bench-c"]
 LEASE_DURATION = 10.0  # the product default, and KCL's default failover time

@@ -25,7 +25,7 @@ bench/profiles/pipeline.txt.
 With ``--tracing [RATIO]`` every round also runs the worker with tracing on (sampling ratio
 RATIO, default 1.0: every record traced)
 (``observability.tracing``), exporting over OTLP/HTTP to a receiver in this process that
-decodes and counts the spans (tests/tracing/otlp_receiver.py); the span queue is made large
+decodes and counts the spans (worker/local/otlp_receiver.py); the span queue is made large
 enough (``OTEL_BSP_MAX_QUEUE_SIZE``) that no span is dropped, so the export is paid in full.
 ``tracing_cost_us_per_record`` = traced worker CPU per record - untraced worker CPU per
 record (medians).
@@ -68,7 +68,7 @@ from bench.support import (
     write_config,
 )
 
-from tests.simulator import RemoteSimulator
+from worker.local.simulator import RemoteSimulator
 
 TABLE = "load"
 
@@ -232,7 +232,7 @@ def run(records: int, shards: int, rounds: int, profile: bool, sampling: float |
         stack.callback(moto.stop)
         receiver = None
         if sampling is not None:
-            from tests.tracing.otlp_receiver import OtlpReceiver
+            from worker.local.otlp_receiver import OtlpReceiver
 
             receiver = OtlpReceiver(keep_spans=False).start()
             stack.callback(receiver.stop)

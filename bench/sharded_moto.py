@@ -18,7 +18,7 @@ to the last process; HAProxy looks at the first 16 KB of a body. The seed chain 
 single-table calls with small items, so none of this applies to the e2e benchmark.
 
 HAProxy comes from Debian's ``haproxy`` package, installed on first use when missing
-(tests/debian_packages.py, as the deploy tests install prometheus).
+(worker/local/debian_packages.py, as the deploy tests install prometheus).
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import IO
 
 from bench.support import BenchMoto
-from tests.debian_packages import ensure_tool
-from tests.moto_process import free_port, terminate
+from worker.local.debian_packages import ensure_tool
+from worker.local.processes import free_port, terminate
 
 
 def _literal(table: str) -> str:

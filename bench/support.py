@@ -24,7 +24,7 @@ from typing import IO, Any, Callable, Iterator
 import yaml
 
 import bench.results  # noqa: F401 - sets the fake local AWS credentials first
-from tests.moto_process import MotoServer
+from worker.local.moto_process import MotoServer
 
 REPO = Path(__file__).resolve().parents[1]
 SEED_CONFIG = REPO / "config" / "worker.yaml"
@@ -94,9 +94,9 @@ class BenchMoto(MotoServer):
 
 def start_simulator(procs: Processes, streams: list[str], *extra: str,
                     log: Path | None = None) -> tuple[str, dict[str, str], subprocess.Popen[Any]]:
-    """``python -m tests.simulator`` in its own process (its own GIL); returns the URL and
+    """``python -m worker.local.simulator`` in its own process (its own GIL); returns the URL and
     the ARN of each stream (``TABLE:SHARDS:KEY`` specs)."""
-    argv = [sys.executable, "-m", "tests.simulator", "--port", "0", *extra]
+    argv = [sys.executable, "-m", "worker.local.simulator", "--port", "0", *extra]
     for spec in streams:
         argv += ["--streams", spec]
     proc = procs.start(argv, stdout_pipe=True, log=log)

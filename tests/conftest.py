@@ -8,7 +8,7 @@ import aioboto3
 import pytest
 
 from tests.endpoints.selection import EndpointTally, endpoints_for, start_dynamodb_local
-from tests.moto_process import MotoServer
+from worker.local.moto_process import MotoServer
 
 # Tests never touch a real account: fixed fake credentials and region.
 os.environ.update(

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.integration.helpers import seed_config, setup_tables
-from tests.moto_process import free_port
+from worker.local.processes import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from worker.version import __version__ as __version__
 
 if TYPE_CHECKING:  # ``X as X``: re-exported for type checkers (mypy --strict)
     from worker.errors import PermanentError as PermanentError

@@ -124,9 +124,6 @@ class App:
             self._log.info("stop requested")
         self._stop.set()
 
-    async def wait_stopped(self) -> None:
-        await self._stop.wait()
-
     async def stop(self) -> None:
         """Graceful stop, in the reverse order of start; idempotent."""
         if self._stopping:

@@ -20,11 +20,10 @@ from typing import Protocol
 
 import structlog
 
-from worker import __version__
+from worker.version import __version__
 from worker.config import Config, load_config
-from worker.entry import early_signals as _early_signals
-from worker.entry import remember_signal as _remember_signal
 from worker.errors import ConfigError, SetupError, StartupError
+from worker.signals import CAUGHT, early_signals, remember_early_signals
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 DEFAULT_CONFIG = os.environ.get("STREAM_WORKER_CONFIG", "config/worker.yaml")
@@ -54,8 +53,8 @@ def _load(path: str) -> Config:
 
 
 # Signals that arrive while the process is still importing and loading its config, before
-# the event loop's handlers exist: remembered (worker/entry.py catches them from the
-# console script's first moment) and honoured as soon as the loop runs.
+# the event loop's handlers exist: remembered in worker/signals.py (worker/entry.py catches
+# them from the console script's first moment) and honoured as soon as the loop runs.
 
 
 async def _run(config: Config, metrics_port: int | None) -> int:
@@ -77,9 +76,9 @@ async def _run(config: Config, metrics_port: int | None) -> int:
             structlog.get_logger(__name__).warning("force exit on second signal")
             os._exit(EXIT_FAILURE)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in CAUGHT:
         loop.add_signal_handler(signum, on_signal, signum)
-    for early in _early_signals:
+    for early in early_signals:
         on_signal(early)
     await _serve(app, stop_requested)
     return EXIT_OK
@@ -117,8 +116,7 @@ async def _serve(app: _Serving, stop_requested: asyncio.Event) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, _remember_signal)
+    remember_early_signals()  # again: ``main`` may be called without the entry point
     from worker.observability.logging import configure_logging
 
     config = _load(args.config)

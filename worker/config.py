@@ -25,7 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from worker.errors import ConfigError
-from worker.processing.filters import FilterPatternError, compile_filters
+from worker.processing.filters import FilterPatternError, RecordPredicate, compile_filters
 
 
 class _Section(BaseModel):
@@ -284,6 +284,10 @@ class RouteConfig(_Section):
     retry: RetryConfig | None = None
     dead_letter: DeadLetterConfig | None = None
     options: dict[str, Any] = {}
+    # ``filters`` compiled once: by the config's own check, which names a bad pattern's key,
+    # and then reused by the router (compiling is the slow part of a pattern).
+    _filter_predicate: RecordPredicate | None = PrivateAttr(None)
+    _filters_compiled: bool = PrivateAttr(False)
 
     @field_validator("handler", "batch_handler", mode="before")
     @classmethod
@@ -325,6 +329,14 @@ class RouteConfig(_Section):
     def handler_key(self) -> str:
         """The config key that names the handler, for error messages."""
         return "handler" if self.handler is not None else "batch_handler"
+
+    def filter_predicate(self, path: str = "filters") -> RecordPredicate | None:
+        """The ``filters`` as one predicate (``None``: no filters), compiled on the first call;
+        a bad pattern raises :class:`FilterPatternError` whose path starts with ``path``."""
+        if not self._filters_compiled:
+            self._filter_predicate = compile_filters(self.filters, path)
+            self._filters_compiled = True
+        return self._filter_predicate
 
 
 class HooksConfig(_Section):
@@ -448,7 +460,7 @@ def _check_route_delivery(config: Config, index: int, route: RouteConfig) -> lis
     problems: list[tuple[str, str]] = []
     where = f"routes[{index}]"
     try:
-        compile_filters(route.filters, f"{where}.filters")
+        route.filter_predicate(f"{where}.filters")
     except FilterPatternError as exc:
         problems.append((exc.path, exc.reason))
     retry = route.retry or config.processing.retry

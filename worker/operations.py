@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from worker.aws import AwsClients
+from worker.aws_errors import utc_now
 from worker.checkpoint.ranges import records_in
 from worker.config import Config
 from worker.leases.model import Lease
@@ -36,7 +37,7 @@ def _age(timestamp: str | None) -> float | None:
     if not timestamp:
         return None
     moment = datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
-    return round((datetime.now(timezone.utc) - moment).total_seconds(), 1)
+    return round((utc_now() - moment).total_seconds(), 1)
 
 
 def _state(lease: Lease | None, leases: dict[str, Lease], live: set[str]) -> str:
@@ -83,7 +84,7 @@ async def _lag(streams_client: Any, stream_arn: str, shard_id: str, lease: Lease
     created = StreamRecord(records[0], table="", stream_arn=stream_arn, shard_id=shard_id).approximate_creation_time
     if created is None:
         return None
-    return round(max((datetime.now(timezone.utc) - created).total_seconds(), 0.0), 1)
+    return round(max((utc_now() - created).total_seconds(), 0.0), 1)
 
 
 async def collect_status(config: Config) -> dict[str, Any]:
@@ -115,7 +116,7 @@ async def collect_status(config: Config) -> dict[str, Any]:
                     finished_ahead=records_in(lease.finished_ranges) if lease else 0,
                 ))
         return {
-            "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "generated_at": utc_now().isoformat(timespec="seconds"),
             "workers": [{"id": w.worker_id, "leases": w.leases, "live": w.worker_id in live,
                          "updated_seconds_ago": _age(w.updated_at)} for w in workers],
             "shards": [asdict(s) for s in shards],

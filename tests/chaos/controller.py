@@ -52,7 +52,7 @@ from boto3.dynamodb.types import TypeDeserializer
 
 from tests.chaos.fault_proxy import KINDS, FaultProxy, FaultRates
 from tests.integration.helpers import seed_document
-from tests.moto_process import MotoServer
+from worker.local.moto_process import MotoServer
 from worker.local.dynamodb_local import DynamoDBLocal
 
 REPO = Path(__file__).resolve().parents[2]

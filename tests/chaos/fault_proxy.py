@@ -39,7 +39,7 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, TCPConnector, web
 
-from tests.threaded_server import ThreadedServer
+from worker.local.threaded_server import ThreadedServer
 
 _CONTENT_TYPE = "application/x-amz-json-1.0"
 _HOP_BY_HOP = frozenset(

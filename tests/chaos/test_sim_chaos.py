@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.multiworker.harness import Cluster, running_cluster, Written, wait_for
-from tests.simulator import Simulator
+from bench.cluster import Cluster, running_cluster, Written, wait_for
+from worker.local.simulator import Simulator
 
 pytestmark = pytest.mark.integration
 

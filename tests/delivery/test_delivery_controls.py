@@ -856,12 +856,7 @@ async def test_status_counts_a_heartbeat_of_this_instant_as_live(
     row = next(r for r in await scan_all(ddb, config.leases.table) if r["sk"]["S"] == "fresh-worker")
     beat = datetime.fromisoformat(row["updatedAt"]["S"].replace("Z", "+00:00"))
 
-    class Frozen(datetime):
-        @classmethod
-        def now(cls, tz: Any = None) -> "Frozen":  # type: ignore[override]
-            return cls.fromtimestamp(beat.timestamp(), timezone.utc)
-
-    monkeypatch.setattr(operations, "datetime", Frozen)
+    monkeypatch.setattr(operations, "utc_now", lambda: beat)  # the status is taken at the beat's instant
     status = await operations.collect_status(config)
     assert [(w["id"], w["live"], w["updated_seconds_ago"]) for w in status["workers"]] == [
         ("fresh-worker", True, 0.0)

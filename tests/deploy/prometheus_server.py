@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from tests.moto_process import free_port, terminate
+from worker.local.processes import free_port, terminate
 
 
 class PrometheusServer:

@@ -1,5 +1,5 @@
 """Find ``promtool`` and ``prometheus``, installing Debian's ``prometheus`` package when absent
-(through tests/debian_packages.py: ``apt-get update`` and ``apt-get install -y
+(through worker/local/debian_packages.py: ``apt-get update`` and ``apt-get install -y
 --no-install-recommends prometheus`` with service starts denied, so the package's own
 ``prometheus`` service is not left running). Tests never rely on that service: they start
 their own server on a free loopback port with their own storage directory.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.debian_packages import SEARCH_DIRS, PackageUnavailable, ensure_installed, find_tool, install_package
+from worker.local.debian_packages import SEARCH_DIRS, PackageUnavailable, ensure_installed, find_tool, install_package
 
 PACKAGE = "prometheus"
 

@@ -20,7 +20,7 @@ from tests.deploy.deploy_files import PROMETHEUS_DIR, concrete_expr, dashboard_e
 from tests.deploy.prometheus_server import PrometheusServer
 from tests.deploy.prometheus_tools import PrometheusTools
 from tests.integration.helpers import chain_done, seed_config, setup_tables, wait_until, write_orders
-from tests.moto_process import free_port
+from worker.local.processes import free_port
 from worker.app import App
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""The package installer's own rules (tests/debian_packages.py, used for promtool/prometheus
+"""The package installer's own rules (worker/local/debian_packages.py, used for promtool/prometheus
 and the benchmarks' haproxy), without touching the machine."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import debian_packages
+from worker.local import debian_packages
 from tests.deploy import prometheus_tools
 from tests.deploy.prometheus_tools import PrometheusToolsUnavailable, ensure_prometheus_tools, find_tool
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.debian_packages import PackageUnavailable, ensure_tool
+from worker.local.debian_packages import PackageUnavailable, ensure_tool
 from worker.local.dynamodb_local import DynamoDBLocal, DynamoDBLocalUnavailable, install, is_installed
 
 MOTO = "moto"

@@ -18,7 +18,7 @@ from botocore.config import Config as BotoConfig
 from prometheus_client import REGISTRY
 from structlog.testing import capture_logs
 
-from tests.simulator import Simulator
+from worker.local.simulator import Simulator
 from worker.config import ReaderConfig
 from worker.retrieval.reader import TRIM_HORIZON, ShardReader, StartPosition
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.hooks import recording_hooks
-from tests.simulator import Simulator
+from worker.local.simulator import Simulator
 from worker.config import Config, parse_config
 
 HOOKS = "tests.hooks.recording_hooks"

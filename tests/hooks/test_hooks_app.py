@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from tests.hooks.conftest import ConfigFactory
 from tests.hooks.recording_hooks import JOURNAL, BEHAVIOUR, SharedClient, names
 from tests.integration.helpers import wait_until
-from tests.simulator import Simulator
+from worker.local.simulator import Simulator
 from worker.app import App
 from worker.aws import AwsClients
 from worker.errors import StartupError

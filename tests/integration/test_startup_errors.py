@@ -12,7 +12,7 @@ import yaml
 from aiohttp import web
 
 from tests.integration.helpers import seed_document
-from tests.moto_process import free_port
+from worker.local.processes import free_port
 
 pytestmark = pytest.mark.integration
 STREAM_WORKER = str(Path(sys.executable).with_name("stream-worker"))

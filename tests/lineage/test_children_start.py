@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.lineage.churn import child_starts, churn
-from tests.multiworker.harness import Cluster, balanced, running_cluster, wait_for
-from tests.simulator import Simulator
+from bench.churn import child_starts, churn
+from bench.cluster import Cluster, balanced, running_cluster, wait_for
+from worker.local.simulator import Simulator
 
 pytestmark = pytest.mark.integration
 WORKERS = ["w-a", "w-b"]

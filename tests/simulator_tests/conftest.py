@@ -8,7 +8,7 @@ import aioboto3
 import pytest
 from botocore.config import Config
 
-from tests.simulator import Simulator
+from worker.local.simulator import Simulator
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")

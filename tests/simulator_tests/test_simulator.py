@@ -17,7 +17,7 @@ import aioboto3
 import pytest
 from botocore.exceptions import ClientError
 
-from tests.simulator import RemoteSimulator, Simulator
+from worker.local.simulator import RemoteSimulator, Simulator
 from tests.simulator_tests.conftest import NO_RETRIES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -603,7 +603,7 @@ async def test_upstream_forwarding_for_everything_not_simulated() -> None:
 
 async def test_separate_process_mode() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.simulator", "--port", "0", "--streams", "orders:4", "--streams", "users:2:id,ts"],
+        [sys.executable, "-m", "worker.local.simulator", "--port", "0", "--streams", "orders:4", "--streams", "users:2:id,ts"],
         cwd=REPO_ROOT,
         stdout=subprocess.PIPE,
         text=True,

@@ -22,7 +22,7 @@ from tests.integration.helpers import (
     wait_until,
     write_orders,
 )
-from tests.tracing.otlp_receiver import TRACES_PATH, OtlpReceiver, ReceivedSpan
+from worker.local.otlp_receiver import TRACES_PATH, OtlpReceiver, ReceivedSpan
 from worker.app import App
 from worker.config import parse_config
 from worker.observability import tracing

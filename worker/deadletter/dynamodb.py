@@ -18,14 +18,13 @@ without writing anything.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 import structlog
 from boto3.dynamodb.conditions import Attr
 from botocore.exceptions import ClientError
 
-from worker.aws_errors import is_conditional_check_failed
+from worker.aws_errors import is_conditional_check_failed, utc_now
 from worker.deadletter.base import Parked
 from worker.deadletter.errors import DeadLetterDecodeError, DeadLetterTooLarge
 from worker.deadletter.message import DeadLetter, utc_iso
@@ -129,7 +128,7 @@ class DynamoDbDeadLetters:
                 ExpressionAttributeValues={
                     ":replayed": REPLAYED,
                     ":parked": PARKED,
-                    ":now": utc_iso(datetime.now(timezone.utc)),
+                    ":now": utc_iso(utc_now()),
                 },
             )
         except ClientError as exc:

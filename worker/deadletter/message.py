@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal, get_args
 
 import worker.deadletter.codec as codec
+from worker.aws_errors import utc_now
 from worker.deadletter.errors import DeadLetterDecodeError
 from worker.records import StreamRecord
 from worker.tracebacks import format_traceback
@@ -122,7 +123,7 @@ class DeadLetter:
         The raw record is deep-copied: the letter is a snapshot, whatever happens to the
         record afterwards.
         """
-        moment = utc_iso(now or datetime.now(timezone.utc))
+        moment = utc_iso(now or utc_now())
         sequence_number = record.sequence_number
         return cls(
             id=dead_letter_id(record.stream_arn, record.shard_id, sequence_number, route),

@@ -6,13 +6,12 @@ it surfaces as :class:`LeaseLostError` and the caller stops that shard.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 import structlog
 from botocore.exceptions import ClientError
 
-from worker.aws_errors import error_code, is_conditional_check_failed
+from worker.aws_errors import error_code, is_conditional_check_failed, utc_now
 from worker.errors import LeaseLostError
 from worker.checkpoint.ranges import SeqRange, encode
 from worker.leases.model import FINISHED_RANGES, SHARD_END, WORKER_PK, Lease, WorkerBeat, lease_pk
@@ -23,7 +22,7 @@ log = structlog.get_logger(__name__)
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return utc_now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class LeaseTable:

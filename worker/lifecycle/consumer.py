@@ -52,6 +52,7 @@ from worker.processing.progress import ShardProgress
 from worker.records import StreamRecord
 from worker.retrieval.idle_budget import IdlePollBudget
 from worker.retrieval.reader import TRIM_HORIZON, ShardReader, StartPosition
+from worker.retrieval.trimmed import TrimmedDataPolicy
 from worker.retry import call_aws
 from worker.shards.discovery import describe_shards
 from worker.supervision import sleep_until_stopped
@@ -306,11 +307,9 @@ class ShardConsumer:
             raise
         if self.lease.shard_id in graph:
             return False
-        metrics.trimmed_data.labels(self.lease.table).inc()
         position = str(self.reader.position) if self.reader is not None else None
-        if self._config.reader.on_trimmed_data == "stop_shard":
-            self._log.error("stop shard on trimmed data", position=position, reason="shard aged out of the stream")
-            raise TrimmedDataError(f"{self.lease.shard_id}: aged out of the stream (past retention) at {position}")
+        policy = TrimmedDataPolicy.from_config(self._config.reader, self.lease.table, self.lease.shard_id)
+        policy.records_lost(self._log, position, "shard aged out of the stream (past retention)")
         self._log.error("end shard that aged out of the stream after trimmed data", position=position)
         return True
 

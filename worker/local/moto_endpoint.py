@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 from typing import Any
+
+from worker.local.processes import free_port
 
 
 def point_aws_at(url: str) -> None:
@@ -24,11 +25,6 @@ def point_aws_at(url: str) -> None:
     os.environ.pop("AWS_PROFILE", None)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 class EmbeddedMoto:
     """Starts moto's threaded server and points this process's AWS settings at it."""
@@ -38,7 +34,7 @@ class EmbeddedMoto:
             from moto.server import ThreadedMotoServer
         except ImportError as exc:  # moto is the optional 'local' extra
             raise RuntimeError("the local endpoint needs moto: pip install 'stream-worker[local]'") from exc
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._server: Any = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
 

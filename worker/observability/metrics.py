@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 
-from worker import __version__
+from worker.version import __version__
 
 NS = "stream_worker"
 

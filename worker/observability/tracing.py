@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, ContextManager, Sequence
 
 import structlog
 
-from worker import __version__
+from worker.version import __version__
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider

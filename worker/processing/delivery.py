@@ -28,13 +28,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import datetime
 from types import SimpleNamespace
 from typing import Awaitable, Callable, Hashable, Iterable
 
 import structlog
 from tenacity import wait_exponential_jitter
 
+from worker.aws_errors import utc_now
 from worker.deadletter import DeadLetter, DeadLetterDestination, DeadLetterTooLarge
 from worker.errors import PermanentError, RetryableError, is_retryable
 from worker.observability import metrics, tracing
@@ -191,7 +192,7 @@ class RouteDelivery:
             try:
                 _, started = await self._invoke([record], attempts)
             except Exception as exc:  # noqa: BLE001 - the policy below decides
-                first_failure = first_failure or datetime.now(timezone.utc)
+                first_failure = first_failure or utc_now()
                 if await self._after_failure([record], exc, attempts, {record.sequence_number: first_failure}):
                     return
                 continue
@@ -277,7 +278,7 @@ class RouteDelivery:
                 continue
             if isinstance(error, ReportedFailure):
                 self._record(failed, "error", started)
-            now = datetime.now(timezone.utc)
+            now = utc_now()
             for record in failed:
                 attempts[record.sequence_number] = attempts.get(record.sequence_number, 0) + 1
                 first.setdefault(record.sequence_number, now)
@@ -299,7 +300,7 @@ class RouteDelivery:
         assert self._dead_letters is not None
         message = DeadLetter.from_failure(
             record, self.route.name, error, error_class, attempts,
-            first_failure or datetime.now(timezone.utc), self._services.worker_id,
+            first_failure or utc_now(), self._services.worker_id,
         )
         tries = 0
         while True:

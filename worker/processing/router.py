@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from worker.config import Config, DeadLetterConfig, ProcessingConfig, RetryConfig, RouteConfig
 from worker.errors import ConfigError
 from worker.processing.context import Handler
-from worker.processing.filters import compile_filters
+from worker.processing.filters import RecordPredicate
 from worker.processing.models import ModelImportError, load_model, validating
 from worker.processing.registry import HandlerImportError, load_handler
 from worker.records import StreamRecord
@@ -60,7 +60,7 @@ class Route:
     handler: Any  # Handler or BatchHandler, see ``is_batch``
     options: dict[str, Any]
     is_batch: bool = False
-    filters: Callable[[Mapping[str, Any]], bool] | None = None
+    filters: RecordPredicate | None = None
     batch_size: int = 1
     batching_window_seconds: float = 0.0
     max_concurrency: int = 1  # calls in flight per shard; one key stays in order
@@ -99,7 +99,7 @@ def build_route(config: RouteConfig, handler: Any, defaults: ProcessingConfig | 
         handler=handler,
         options=dict(config.options),
         is_batch=config.batch_handler is not None,
-        filters=compile_filters(config.filters, f"routes[{config.name}].filters"),
+        filters=config.filter_predicate(f"routes[{config.name}].filters"),  # compiled by validation
         batch_size=config.batch_size if config.batch_handler is not None else 1,
         batching_window_seconds=config.batching_window_seconds,
         max_concurrency=config.concurrency,

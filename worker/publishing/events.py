@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+from worker.aws_errors import utc_now
+
 # Fixed namespace: ids stay stable across versions and processes.
 EVENT_ID_NAMESPACE = uuid.UUID("4f1c2a7e-6b1d-5c3e-9a8f-2d7b6e0c1a95")
 
@@ -48,7 +50,7 @@ class Event:
         time: datetime | None,
         payload: dict[str, Any],
     ) -> "Event":
-        moment = (time or datetime.now(timezone.utc)).astimezone(timezone.utc)
+        moment = (time or utc_now()).astimezone(timezone.utc)
         return cls(
             id=derive_event_id(type, dedup_key),
             type=type,

@@ -5,13 +5,10 @@ can recover by itself:
 
 * ``ExpiredIteratorException`` (iterators live 15 minutes): a fresh iterator
   ``AFTER_SEQUENCE_NUMBER`` the last record handed out; nothing lost, nothing repeated.
-* ``TrimmedDataAccessException`` (position older than the 24 h retention): by policy,
-  log an error, count it, and restart at ``TRIM_HORIZON``; or raise ``TrimmedDataError``.
-  Met while the reader is still at ``TRIM_HORIZON`` (nothing handed out yet, so no record
-  can have been skipped), it only means the iterator went stale: DynamoDB Local raises it
-  on a fresh shard whenever other tables' writes moved its database-wide sequence counter
-  past the shard's start. Then a fresh ``TRIM_HORIZON`` iterator is taken, with an info
-  log and ``trimmed_at_horizon_total`` (not the TrimmedData alert's counter).
+* ``TrimmedDataAccessException`` (position older than the 24 h retention): by the
+  trimmed-data policy (worker/retrieval/trimmed.py), restart at ``TRIM_HORIZON`` or raise
+  ``TrimmedDataError``; met while still at ``TRIM_HORIZON`` (nothing lost), a fresh
+  ``TRIM_HORIZON`` iterator, quietly.
 * Throttling (``LimitExceededException``), 5xx and connection errors: back off and retry.
 * ``ResourceNotFoundException``: the stream or shard is gone (``ShardGoneError``).
 """
@@ -29,9 +26,10 @@ from botocore.exceptions import ClientError
 
 from worker.aws_errors import error_code
 from worker.config import ReaderConfig
-from worker.errors import ShardGoneError, TrimmedDataError
+from worker.errors import ShardGoneError
 from worker.observability import metrics
 from worker.retrieval.idle_budget import IdlePollBudget
+from worker.retrieval.trimmed import TrimmedDataPolicy
 from worker.retry import call_aws
 
 log = structlog.get_logger(__name__)
@@ -77,6 +75,7 @@ class ShardReader:
         self._label = stream_label
         self._start = start
         self._config = config
+        self._trimmed = TrimmedDataPolicy.from_config(config, stream_label, shard_id)
         self._iterator: str | None = None
         self._last_sequence: str | None = None
         self._ended = False
@@ -107,18 +106,8 @@ class ShardReader:
         """Still reading from TRIM_HORIZON: no record handed out since (re)starting there."""
         return self._last_sequence is None and self._start.iterator_type == "TRIM_HORIZON"
 
-    async def _on_trimmed_at_horizon(self, retries: int) -> None:
-        metrics.trimmed_at_horizon.labels(self._label).inc()
-        self._log.info("renew iterator at trim horizon after trimmed data", retries=retries)
-        self._iterator = None
-        if retries > 1:  # raised again at once: do not spin on an endpoint that keeps saying so
-            await asyncio.sleep(min(0.05 * 2 ** retries, 1.0))
-
     async def _on_trimmed(self, exc: ClientError) -> None:
-        metrics.trimmed_data.labels(self._label).inc()
-        if self._config.on_trimmed_data == "stop_shard":
-            self._log.error("stop shard on trimmed data", position=str(self.position), detail=str(exc)[:200])
-            raise TrimmedDataError(f"{self.shard_id}: position {self.position} is past retention") from exc
+        self._trimmed.records_lost(self._log, str(self.position), "position is past retention", exc)
         # Records between our position and the horizon are gone: say so loudly, then go on.
         self._log.error("restart at trim horizon after trimmed data", position=str(self.position))
         self._start = TRIM_HORIZON
@@ -156,7 +145,8 @@ class ShardReader:
                     continue
                 if code == "TrimmedDataAccessException" and self.at_trim_horizon:
                     at_horizon_retries += 1
-                    await self._on_trimmed_at_horizon(at_horizon_retries)
+                    self._iterator = None
+                    await self._trimmed.stale_at_horizon(self._log, at_horizon_retries)
                     continue
                 if code == "TrimmedDataAccessException":
                     await self._on_trimmed(exc)

@@ -10,12 +10,13 @@ DynamoDB writes on deletes by Time to Live.
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Mapping
 
 from boto3.dynamodb.types import TypeSerializer
 
+from worker.aws_errors import utc_now
 from worker.records import TTL_PRINCIPAL, EventName, StreamRecord, StreamViewType
 
 DEFAULT_SHARD_ID = "shardId-00000001700000000000-testing"
@@ -68,7 +69,7 @@ def make_record(
         raise ValueError("keys must name the item's primary key attributes")
     sequence = str(next(_sequence) if sequence_number is None else sequence_number)
     dynamodb: dict[str, Any] = {
-        "ApproximateCreationDateTime": created or datetime.now(timezone.utc),
+        "ApproximateCreationDateTime": created or utc_now(),
         "Keys": _typed(keys),
         "SequenceNumber": sequence,
         "StreamViewType": view.value,

@@ -366,3 +366,35 @@ routes:
     )
 
     assert Router.from_config(config).tables_needing_images() == {"orders": set()}
+
+
+def test_filters_are_compiled_once_by_validation_and_reused_by_the_router(monkeypatch: pytest.MonkeyPatch) -> None:
+    import worker.processing.filters as filters
+
+    compiled: list[Any] = []
+    original = filters.compile_pattern
+
+    def counting(pattern: Any, path: str = "filters[0]") -> Any:
+        compiled.append(pattern)
+        return original(pattern, path)
+
+    monkeypatch.setattr(filters, "compile_pattern", counting)
+    config = parse_config(
+        yaml.safe_load(
+            """
+tables: {orders: {name: orders-table}}
+routes:
+  - name: inserts
+    table: orders
+    handler: tests.unit.sample_handlers:good_handler
+    filters: [{eventName: [INSERT]}, {dynamodb: {NewImage: {status: {S: [paid]}}}}]
+"""
+        ),
+        env={},
+    )
+    assert len(compiled) == 2  # validation compiled both patterns
+    route = Router.from_config(config).routes[0]
+    assert len(compiled) == 2  # and the router compiled nothing again
+    assert route.filters is config.routes[0].filter_predicate()
+    assert matched(Router([route]), record(1, "INSERT", new_image={"x": "y"})) == ["inserts"]
+    assert matched(Router([route]), record(2, "MODIFY", new_image={"x": "y"})) == []

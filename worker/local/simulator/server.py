@@ -10,8 +10,8 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, web
 
-from tests.simulator.model import DISCONNECT, SimError, StreamModel
-from tests.threaded_server import ThreadedServer
+from worker.local.simulator.model import DISCONNECT, SimError, StreamModel
+from worker.local.threaded_server import ThreadedServer
 
 _CONTENT_TYPE = "application/x-amz-json-1.0"
 _HOP_BY_HOP = frozenset(
@@ -155,8 +155,8 @@ class Simulator(ThreadedServer, StreamModel):
             raise
         except Exception as exc:  # noqa: BLE001 - a simulator bug must still answer like AWS would
             self.count_error(op, "InternalServerError")
-            err = SimError("InternalServerError", f"simulator bug: {type(exc).__name__}: {exc}")
-            return self._json_response(err.status, err.body())
+            bug = SimError("InternalServerError", f"simulator bug: {type(exc).__name__}: {exc}")
+            return self._json_response(bug.status, bug.body())
         return self._json_response(200, result)
 
     async def _forward(self, request: web.BaseRequest, raw: bytes) -> web.StreamResponse:

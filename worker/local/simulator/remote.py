@@ -7,7 +7,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from tests.simulator.server import CONTROL_METHODS
+from worker.local.simulator.server import CONTROL_METHODS
 
 
 class RemoteSimulator:

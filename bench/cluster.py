@@ -1,6 +1,10 @@
-"""Runs separate `stream-worker` processes over the stream simulator (streams) and the test's
-endpoint, moto or DynamoDB Local (lease table), and checks what they did: coverage, per-key
-order, checkpoints."""
+"""Runs separate `stream-worker` processes over the stream simulator (streams) and a local
+endpoint, moto or DynamoDB Local (lease table), and reports what they did: coverage, per-key
+order, checkpoints.
+
+The lease benchmark measures with it (balance, failover, hand-off); the multi-worker and
+chaos tests check with it. It lives here, not under tests/, because a benchmark must not
+depend on the test suite, while tests may use the benchmark's tools."""
 
 from __future__ import annotations
 
@@ -22,9 +26,9 @@ import boto3
 import yaml
 from boto3.dynamodb.types import TypeDeserializer
 
-from tests.simulator import Simulator
+from worker.local.simulator import Simulator
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 STREAM_WORKER = str(Path(sys.executable).with_name("stream-worker"))
 _deserializer = TypeDeserializer()
 
@@ -76,7 +80,7 @@ class Cluster:
                        "discovery_interval_seconds": 1, "parent_poll_seconds": 0.2},
             "processing": {"retry": {"initial_backoff_seconds": 0.05, "max_backoff_seconds": 0.5}},
             "publisher": {"type": "outbox", "table": "load"},
-            "routes": [{"name": "record", "table": "load", "handler": "tests.multiworker.recording:record",
+            "routes": [{"name": "record", "table": "load", "handler": "bench.recording_handlers:record",
                         "options": {"dir": str(self.records_dir)}}],
             "observability": {"metrics": {"port": 0}, "logging": {"level": "INFO", "format": "json"}},
         }

@@ -1,4 +1,4 @@
-"""A handler for multi-process tests: appends one JSON line per handled record to
+"""A handler for multi-process runs (bench/cluster.py): appends one JSON line per handled record to
 ``<options.dir>/<worker id>.jsonl`` (wall-clock time, shard, sequence number, key)."""
 
 from __future__ import annotations

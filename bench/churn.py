@@ -1,6 +1,7 @@
 """Shard churn on the stream simulator: records written without pause while shards are
 rotated and split, and what a child's start cost, from the handled-record log of
-tests/multiworker/recording.py. Shared by tests/lineage and bench/child_start_bench.py."""
+bench/recording_handlers.py. Shared by bench/child_start_bench.py and tests/lineage (a
+benchmark imports nothing from tests/, so it lives here)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import random
 import time
 from dataclasses import dataclass
 
-from tests.multiworker.harness import Cluster, Written
+from bench.cluster import Cluster, Written
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -537,7 +537,8 @@ class StreamModel:
         if view_type not in VIEW_TYPES:
             raise ValueError(f"view_type must be one of {VIEW_TYPES}")
         schema: list[dict[str, str]] = []
-        for i, entry in enumerate(key_schema):
+        entries: Sequence[str | Mapping[str, str]] = key_schema
+        for i, entry in enumerate(entries):
             if isinstance(entry, str):
                 schema.append({"AttributeName": entry, "KeyType": "HASH" if i == 0 else "RANGE"})
             else:
@@ -828,13 +829,15 @@ class StreamModel:
 
     def handle(self, service: str, operation: str, body: Mapping[str, Any]) -> dict[str, Any] | str:
         """Answer one simulated call: a response dict, or a JSON string; raises SimError."""
+        handler: Callable[[Mapping[str, Any]], dict[str, Any] | str] | None
         if service == STREAMS_SERVICE:
-            handler = {
+            operations: dict[str, Callable[[Mapping[str, Any]], dict[str, Any] | str]] = {
                 "ListStreams": self._list_streams,
                 "DescribeStream": self._describe_stream,
                 "GetShardIterator": self._get_shard_iterator,
                 "GetRecords": self._get_records,
-            }.get(operation)
+            }
+            handler = operations.get(operation)
         elif service == DYNAMODB_SERVICE:
             handler = self._describe_table if operation == "DescribeTable" else None
             if handler is None:

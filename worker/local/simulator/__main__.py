@@ -1,7 +1,7 @@
-"""``python -m tests.simulator --port 0 --streams orders:32 ...``: run the simulator as a process.
+"""``python -m worker.local.simulator --port 0 --streams orders:32 ...``: run the simulator as a process.
 
 Prints the endpoint URL as the first stdout line (then one ``STREAM <table> <arn>`` line
-per stream) and serves until SIGTERM/SIGINT. Drive it with ``tests.simulator.RemoteSimulator``.
+per stream) and serves until SIGTERM/SIGINT. Drive it with ``worker.local.simulator.RemoteSimulator``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import signal
 import sys
 import threading
 
-from tests.simulator.server import Simulator
+from worker.local.simulator.server import Simulator
 
 
 def _stream_spec(text: str) -> tuple[str, int, list[str]]:
@@ -24,7 +24,7 @@ def _stream_spec(text: str) -> tuple[str, int, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.simulator", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m worker.local.simulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 = a free port")
     parser.add_argument(

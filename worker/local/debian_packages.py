@@ -48,7 +48,7 @@ def services_denied() -> Iterator[None]:
     if POLICY_RC_D.exists():
         yield
         return
-    POLICY_RC_D.write_text("#!/bin/sh\n# temporary: written by tests/debian_packages.py\nexit 101\n")
+    POLICY_RC_D.write_text("#!/bin/sh\n# temporary: written by worker/local/debian_packages.py\nexit 101\n")
     POLICY_RC_D.chmod(0o755)
     try:
         yield

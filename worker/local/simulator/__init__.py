@@ -1,4 +1,4 @@
-"""A DynamoDB Streams simulator for tests: the real aiobotocore client talks to it unchanged.
+"""A DynamoDB Streams simulator (tests, benchmarks): the real aiobotocore client talks to it unchanged.
 
     sim = Simulator(streams={"orders": 32}).start()     # 127.0.0.1, free port, own thread+loop
     session.client("dynamodbstreams", endpoint_url=sim.url)  # ListStreams, DescribeStream,
@@ -54,12 +54,12 @@ every control method is thread-safe and may be called while the server runs):
 Topology/data: ``create_stream``, ``disable_stream``, ``put_record(s)``, ``split_shard``,
 ``rotate_shard``, ``rotate_all``, ``shard_for_key``; inspection: ``shards``, ``records``,
 ``stream_arn``, ``tables``; stats: ``stats()``, ``calls(op)``, ``errors(op, code)``,
-``reset_stats()``. Other processes: ``python -m tests.simulator --streams orders:32``
+``reset_stats()``. Other processes: ``python -m worker.local.simulator --streams orders:32``
 (prints the URL first) and ``RemoteSimulator(url)`` for the same control methods.
 """
 
-from tests.simulator.model import SimError, StreamModel, is_typed, to_typed
-from tests.simulator.remote import RemoteSimulator
-from tests.simulator.server import Simulator
+from worker.local.simulator.model import SimError, StreamModel, is_typed, to_typed
+from worker.local.simulator.remote import RemoteSimulator
+from worker.local.simulator.server import Simulator
 
 __all__ = ["RemoteSimulator", "SimError", "Simulator", "StreamModel", "is_typed", "to_typed"]

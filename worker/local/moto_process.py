@@ -4,30 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def terminate(proc: subprocess.Popen[Any], timeout: float) -> None:
-    """SIGTERM, then SIGKILL after ``timeout`` s; returns once the process is gone."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+from worker.local.processes import free_port, terminate
 
 
 class MotoServer:
