@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Protocol
 
-from worker.errors import RetryableError
+from worker.errors import PermanentError, RetryableError
 from worker.processing.context import BatchResult, HandlerContext, Resources, TableProvider
 from worker.processing.router import Route
 from worker.processing.watchdog import HandlerTimeout, Watchdog
@@ -79,9 +79,36 @@ class HandlerInvoker:
         """Call a batch handler; return the records it reported as failed (in order)."""
         context = self.context(None, attempt, records[0].shard_id)
         result = await self._call(self.route.handler(list(records), context))
-        items = result.failed if isinstance(result, BatchResult) else (result or ())
-        failed_ids = {item.sequence_number if isinstance(item, StreamRecord) else str(item) for item in items}
+        failed_ids = {item.sequence_number if isinstance(item, StreamRecord) else str(item)
+                      for item in self._reported_failures(result)}
         return [r for r in records if r.sequence_number in failed_ids]
+
+    def _reported_failures(self, result: object) -> list[object]:
+        """What a batch handler may return, and what it means (docs/handlers.md):
+
+        * ``None``: every record succeeded;
+        * ``BatchResult(failed=...)``: those records (or sequence numbers) failed;
+        * Lambda's partial-batch response ``{"batchItemFailures": [{"itemIdentifier": seq}]}``,
+          so handlers ported from Lambda keep working;
+        * a list, tuple or set of records or sequence numbers: the failed ones (shorthand).
+
+        Anything else is a bug in the handler, not a failure of its records: it is a
+        PermanentError naming the route, so the batch is parked (or, without a dead-letter
+        destination, retried and logged) instead of being silently read one way or another.
+        """
+        if result is None:
+            return []
+        if isinstance(result, BatchResult):
+            return list(result.failed)
+        if isinstance(result, dict) and isinstance(result.get("batchItemFailures"), list):
+            return [item["itemIdentifier"] for item in result["batchItemFailures"]
+                    if isinstance(item, dict) and "itemIdentifier" in item]
+        if isinstance(result, (list, tuple, set, frozenset)):
+            return list(result)
+        raise PermanentError(
+            f"batch handler of route {self.route.name!r} returned {type(result).__name__}: return None "
+            "(all succeeded) or BatchResult(failed=[...]) naming the failed records"
+        )
 
     async def _call(self, call: Awaitable[Any]) -> Any:
         timeout = self.route.timeout_seconds

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import structlog
 
-from worker.errors import RetryableError
+from worker.errors import PermanentError, RetryableError
 from worker.processing.invocation import BatchResult, DeliveryServices, HandlerInvoker
 from worker.processing.progress import ShardProgress
 from worker.processing.router import Route
@@ -48,6 +48,46 @@ async def test_batch_report_names_failed_records_by_record_or_sequence_number() 
         return BatchResult(failed=(batch[1], batch[3].sequence_number))
 
     assert await invoker(report, batch=True).handle_batch(records) == [records[1], records[3]]
+
+
+@pytest.mark.parametrize("result, failed", [
+    (None, []),
+    (BatchResult(), []),
+    ([], []),
+    ({"batchItemFailures": []}, []),
+    ({"batchItemFailures": [{"itemIdentifier": "SEQ2"}]}, [2]),  # Lambda's partial-batch response
+    (["SEQ0", "SEQ3"], [0, 3]),
+    ({"SEQ1"}, [1]),
+], ids=["none", "empty-result", "empty-list", "lambda-empty", "lambda", "list", "set"])
+async def test_batch_handler_return_values_and_their_meaning(result: Any, failed: list[int]) -> None:
+    records = [make_record(i, "a") for i in range(4)]
+    result = _with_sequence_numbers(result, records)
+
+    async def report(batch: list[StreamRecord], ctx: Any) -> Any:
+        return result
+
+    assert await invoker(report, batch=True).handle_batch(records) == [records[i] for i in failed]
+
+
+@pytest.mark.parametrize("result", [True, 3, "SEQ1", {"failed": ["SEQ1"]}], ids=["bool", "int", "str", "dict"])
+async def test_a_batch_handler_returning_anything_else_is_a_permanent_error(result: Any) -> None:
+    async def report(batch: list[StreamRecord], ctx: Any) -> Any:
+        return result
+
+    with pytest.raises(PermanentError, match=f"route 'r' returned {type(result).__name__}: return None"):
+        await invoker(report, batch=True).handle_batch([make_record(0, "a")])
+
+
+def _with_sequence_numbers(result: Any, records: list[StreamRecord]) -> Any:
+    """Put the records' real sequence numbers where the cases say SEQ<index>."""
+    def real(value: str) -> str:
+        return records[int(value[3:])].sequence_number
+    if isinstance(result, dict):
+        return {"batchItemFailures": [{"itemIdentifier": real(f["itemIdentifier"])}
+                                      for f in result["batchItemFailures"]]}
+    if isinstance(result, (list, set)):
+        return type(result)(real(v) for v in result)
+    return result
 
 
 async def test_context_names_the_route_and_binds_the_record() -> None:
