@@ -3,6 +3,7 @@ simulator, the fault proxy) that tests in any event loop, and other processes, c
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import threading
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 
-class ThreadedServer:
+class ThreadedServer(abc.ABC):
     """Subclasses define ``_handle(request)``, ``_astart`` (calling ``_serve``) and
     ``_astop``, and set ``host``, ``port`` and ``_label`` before ``start()``."""
 
@@ -24,8 +25,9 @@ class ThreadedServer:
         self._runner: web.ServerRunner | None = None
         self._start_error: BaseException | None = None
 
+    @abc.abstractmethod
     async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
-        raise NotImplementedError
+        """Answer one request (the double's whole behaviour)."""
 
     async def _astart(self) -> None:
         await self._serve()
