@@ -50,6 +50,7 @@ def exported_metric_names() -> set[str]:
     from prometheus_client.metrics import MetricWrapperBase
 
     from worker.observability import metrics
+    from worker.observability.loop_metrics import LoopFamily
 
     suffixes = {
         "counter": ("_total", "_created"),
@@ -62,7 +63,7 @@ def exported_metric_names() -> set[str]:
     }
     names: set[str] = set()
     for value in vars(metrics).values():
-        if isinstance(value, MetricWrapperBase):
+        if isinstance(value, (MetricWrapperBase, LoopFamily)):
             for described in value.describe():
                 names.update(described.name + suffix for suffix in suffixes[described.type])
     return names

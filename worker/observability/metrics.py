@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 
+from worker.observability.loop_metrics import LoopCounter, LoopGauge, LoopHistogram
 from worker.version import __version__
 
 NS = "stream_worker"
@@ -19,7 +20,8 @@ up = Gauge(f"{NS}_up", "1 while the worker process runs")
 ready = Gauge(f"{NS}_ready", "1 when connected, renewing leases and no loop has crashed")
 
 records_read = Counter(f"{NS}_records_read_total", "Records returned by GetRecords", ["stream"])
-records_handled = Counter(
+# Updated once per handled record: lock-free children (worker/observability/loop_metrics.py).
+records_handled = LoopCounter(
     f"{NS}_records_handled_total", "Handler invocations by outcome", ["stream", "route", "outcome"]
 )
 records_unrouted = Counter(
@@ -34,7 +36,7 @@ dead_letter_failures = Counter(
     f"{NS}_dead_letter_failures_total", "Dead-letter writes that failed (retried; the checkpoint holds)", ["route"]
 )
 handler_retries = Counter(f"{NS}_handler_retries_total", "Handler attempts that failed and were retried", ["route"])
-handler_duration = Histogram(
+handler_duration = LoopHistogram(
     f"{NS}_handler_duration_seconds",
     "Time spent in one handler call",
     ["route"],
@@ -69,7 +71,7 @@ aws_retries = Counter(
     ["operation", "code"],
 )
 
-last_record_age = Gauge(
+last_record_age = LoopGauge(
     f"{NS}_last_handled_record_age_seconds",
     "Age (from ApproximateCreationDateTime) of the last handled record, at handling time",
     ["stream"],

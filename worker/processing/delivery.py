@@ -152,6 +152,18 @@ class RouteDelivery:
             raise
         return failed, started
 
+    def _record_one(self, record: StreamRecord, outcome: str, started: float) -> None:
+        """``_record([record], ...)`` without the list, for the per-record fast path."""
+        ended = time.monotonic()
+        self._handled[outcome].inc()
+        self._duration.observe(ended - started)
+        if outcome == "ok":
+            created = record.approximate_creation_epoch
+            if created is not None:
+                self._last_age.set(max(time.time() - created, 0.0))
+        if self._services.observers:
+            self._observe((record,), outcome, started, ended)
+
     def _record(self, records: list[StreamRecord], outcome: str, started: float) -> None:
         ended = time.monotonic()
         self._handled[outcome].inc(len(records))
@@ -180,9 +192,30 @@ class RouteDelivery:
                 for record in records:
                     await self._deliver_one(record)
 
-    async def _deliver_one(self, record: StreamRecord) -> None:
-        attempts = 0
-        first_failure: datetime | None = None
+    async def deliver_record(self, record: StreamRecord, task: asyncio.Task[None] | None = None) -> None:
+        """``deliver([record])`` for a per-record route, in fewer steps when nothing is
+        special: tracing off, the record young enough, and a first call that succeeds
+        (the key scheduler calls this once per record, with ``task``, the task it runs
+        in). Anything else takes the general path, from the first attempt's outcome on."""
+        if tracing.enabled() or self._too_old(record):
+            await self.deliver([record])
+            return
+        started = time.monotonic()
+        try:
+            await self.invoker.handle(record, 1, task)
+        except Exception as exc:  # noqa: BLE001 - the general path applies the policy
+            self._record_one(record, "error", started)
+            first_failure = utc_now()
+            if not await self._after_failure([record], exc, 1, {record.sequence_number: first_failure}):
+                await self._deliver_one(record, attempts=1, first_failure=first_failure)
+            return
+        self._record_one(record, "ok", started)
+        self._progress.finish(record)
+
+    async def _deliver_one(
+        self, record: StreamRecord, attempts: int = 0, first_failure: datetime | None = None
+    ) -> None:
+        """Call until handled or parked; ``attempts`` calls were made already."""
         while True:
             if self._too_old(record):
                 await self._park(record, RecordTooOld("older than max_record_age_seconds"), "record_too_old",

@@ -12,6 +12,7 @@ at once.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Protocol
@@ -53,27 +54,25 @@ class HandlerInvoker:
         self._publisher = publisher_for_route(services.publisher, route.name)
         self._log = log  # bound to the route; bound to the record on first use by a handler
         self._idle_watchdogs: list[Watchdog] = []
+        self._route_name = route.name
 
     def context(self, record: StreamRecord | None, attempt: int = 1, shard_id: str = "") -> HandlerContext:
         """The handler's context for its ``attempt``-th call with these records; ``record``
         binds ``ctx.log`` to it (None for a batch, whose records come from ``shard_id``)."""
         timeout = self.route.timeout_seconds
+        # Positional, in HandlerContext's field order: a call per record, and keyword
+        # matching is a measurable part of it.
         return HandlerContext(
-            route=self.route.name,
-            options=self.route.options,
-            publisher=self._publisher,
-            config=self._services.config,
-            log=self._log if record is None else _RecordLog(self._log, record),
-            tables=self._services.tables,
-            shard_id=shard_id if record is None else record.shard_id,
-            attempt=attempt,
-            deadline=None if timeout is None else time.monotonic() + timeout,
-            resources=self._services.resources,
+            self._route_name, self.route.options, self._publisher, self._services.config,
+            self._log if record is None else _RecordLog(self._log, record),
+            self._services.tables, shard_id if record is None else record.shard_id, attempt,
+            None if timeout is None else time.monotonic() + timeout, self._services.resources,
         )
 
-    async def handle(self, record: StreamRecord, attempt: int = 1) -> None:
-        """Call a per-record handler with ``record``; raises what the handler raised."""
-        await self._call(self.route.handler(record, self.context(record, attempt)))
+    async def handle(self, record: StreamRecord, attempt: int = 1, task: asyncio.Task[Any] | None = None) -> None:
+        """Call a per-record handler with ``record``; raises what the handler raised.
+        ``task``: the task this runs in, when the caller knows it (see Watchdog.run)."""
+        await self._call(self.route.handler(record, self.context(record, attempt)), task)
 
     async def handle_batch(self, records: list[StreamRecord], attempt: int = 1) -> list[StreamRecord]:
         """Call a batch handler; return the records it reported as failed (in order)."""
@@ -110,13 +109,13 @@ class HandlerInvoker:
             "(all succeeded) or BatchResult(failed=[...]) naming the failed records"
         )
 
-    async def _call(self, call: Awaitable[Any]) -> Any:
+    async def _call(self, call: Awaitable[Any], task: asyncio.Task[Any] | None = None) -> Any:
         timeout = self.route.timeout_seconds
         if timeout is None:
             return await call
         watchdog = self._idle_watchdogs.pop() if self._idle_watchdogs else Watchdog()
         try:
-            return await watchdog.run(call, timeout)
+            return await watchdog.run(call, timeout, task)
         except HandlerTimeout:
             raise RetryableError(f"handler timed out after {timeout} s") from None
         finally:

@@ -55,6 +55,8 @@ class Delivery(Protocol):
         self, records: list[StreamRecord], key_of: Callable[[StreamRecord], Hashable] | None = None
     ) -> None: ...
 
+    async def deliver_record(self, record: StreamRecord, task: asyncio.Task[None] | None = None) -> None: ...
+
 
 class CallSlots:
     """A bound on calls in flight (a route's, or the process's), taken without awaiting
@@ -208,8 +210,9 @@ class KeyScheduler:
         worker = _Worker(self)
         _current_worker.set(worker)
         self._starting -= 1
-        ready, queues, claimed, deliver = self._ready, self._queues, self._claimed, self._delivery.deliver
+        ready, queues, claimed, deliver = self._ready, self._queues, self._claimed, self._delivery.deliver_record
         slots, process = self._slots, self._call_slots
+        task = asyncio.current_task()
         try:
             while ready:
                 _, key = heappop(ready)
@@ -226,7 +229,7 @@ class KeyScheduler:
                 else:
                     await self._take_slots(worker)
                 try:
-                    await deliver([record])
+                    await deliver(record, task)
                 finally:
                     if worker.holds_slots:  # _give_slots, inlined for the common case
                         worker.holds_slots = False
