@@ -3,12 +3,18 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aioboto3
 import pytest
 
 from tests.endpoints.selection import EndpointTally, endpoints_for, start_dynamodb_local
 from worker.local.moto_process import MotoServer
+
+if TYPE_CHECKING:
+    from bench.cluster import Cluster
+    from worker.local.simulator import Simulator
 
 # Tests never touch a real account: fixed fake credentials and region.
 os.environ.update(
@@ -89,3 +95,13 @@ async def aws(endpoint_url: str) -> AsyncIterator[dict[str, object]]:
         session.client("events", endpoint_url=endpoint_url) as events,
     ):
         yield {"dynamodb": ddb, "dynamodbstreams": streams, "sqs": sqs, "sns": sns, "events": events}
+
+
+@pytest.fixture
+def cluster(endpoint_url: str, sim: "Simulator", tmp_path: Path, prefix: str) -> Iterator["Cluster"]:
+    """`stream-worker` processes over the test module's ``sim`` fixture (a stream simulator
+    started with that module's seed and knobs), leases on ``endpoint_url``; all stopped after."""
+    from bench.cluster import running_cluster
+
+    with running_cluster(endpoint_url, sim, tmp_path, prefix) as running:
+        yield running

@@ -345,8 +345,11 @@ def test_odd_records_are_routed_or_acknowledged_never_crash_the_pipeline(data: s
 
             async def deliver(self, batch: list[StreamRecord]) -> None:
                 for record in batch:
-                    delivered.append((self.route.name, record.sequence_number))
-                    self.progress.finish(record)
+                    await self.deliver_record(record)
+
+            async def deliver_record(self, record: StreamRecord, task: object = None) -> None:
+                delivered.append((self.route.name, record.sequence_number))
+                self.progress.finish(record)
 
         def pipeline_for(table: str) -> ShardPipeline:
             if table not in pipelines:

@@ -21,11 +21,10 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from bench.cluster import Cluster, running_cluster, Written, wait_for
+from bench.cluster import Cluster, Written, wait_for
 from worker.local.simulator import Simulator
 
 pytestmark = pytest.mark.integration
@@ -41,18 +40,9 @@ KEYS = [f"k{i:03d}" for i in range(48)]
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    simulator = Simulator(seed=23, retention_seconds=RETENTION, auto_rotate_seconds=ROTATE,
-                          throttle_enabled=True, error_rate=0.05).start()
-    try:
+    with Simulator(seed=23, retention_seconds=RETENTION, auto_rotate_seconds=ROTATE,
+                   throttle_enabled=True, error_rate=0.05) as simulator:
         yield simulator
-    finally:
-        simulator.stop()
-
-
-@pytest.fixture
-def cluster(endpoint_url: str, sim: Simulator, tmp_path: Path, prefix: str) -> Iterator[Cluster]:
-    with running_cluster(endpoint_url, sim, tmp_path, prefix) as cluster:
-        yield cluster
 
 
 def _log_events(cluster: Cluster) -> dict[str, int]:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from bench.churn import child_starts, churn
-from bench.cluster import Cluster, balanced, running_cluster, wait_for
+from bench.cluster import Cluster, balanced, wait_for
 from worker.local.simulator import Simulator
 
 pytestmark = pytest.mark.integration
@@ -28,17 +27,8 @@ BOUND_SECONDS = 10.0
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    simulator = Simulator(seed=11).start()
-    try:
+    with Simulator(seed=11) as simulator:
         yield simulator
-    finally:
-        simulator.stop()
-
-
-@pytest.fixture
-def cluster(endpoint_url: str, sim: Simulator, tmp_path: Path, prefix: str) -> Iterator[Cluster]:
-    with running_cluster(endpoint_url, sim, tmp_path, prefix) as cluster:
-        yield cluster
 
 
 def test_children_of_rotated_and_split_shards_start_without_waiting_for_discovery(cluster: Cluster) -> None:

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from bench.cluster import Cluster, running_cluster, balanced, wait_for
+from bench.cluster import Cluster, balanced, wait_for
 from worker.local.simulator import Simulator
 
 pytestmark = pytest.mark.integration
@@ -20,17 +19,8 @@ WORKERS = ["w-a", "w-b", "w-c"]
 
 @pytest.fixture
 def sim() -> Iterator[Simulator]:
-    simulator = Simulator(seed=7).start()
-    try:
+    with Simulator(seed=7) as simulator:
         yield simulator
-    finally:
-        simulator.stop()
-
-
-@pytest.fixture
-def cluster(endpoint_url: str, sim: Simulator, tmp_path: Path, prefix: str) -> Iterator[Cluster]:
-    with running_cluster(endpoint_url, sim, tmp_path, prefix) as cluster:
-        yield cluster
 
 
 def _keys(count: int) -> list[str]:
