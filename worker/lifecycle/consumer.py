@@ -333,6 +333,7 @@ class ShardConsumer:
         assert self.reader is not None and self._pipeline is not None
         pipeline, progress = self._pipeline, self.progress
         skip_before = self._skip_before()
+        table, stream_arn, shard_id = self.lease.table, self.lease.stream_arn, self.lease.shard_id
         while not stop.is_set():
             await self._wait(pipeline.wait_for_capacity(), checkpointing)
             # An idle shard spends its time in next_page: raced with the checkpoint loop so
@@ -341,12 +342,11 @@ class ShardConsumer:
             if page is None:
                 return False
             if page.records:
-                metrics.batch_size.labels(self.lease.table).observe(len(page.records))
+                metrics.batch_size.labels(table).observe(len(page.records))
+            inherited = progress.inherits_finished  # checked per page, not per record: usually False
             for raw in page.records:
-                record = StreamRecord(
-                    raw, table=self.lease.table, stream_arn=self.lease.stream_arn, shard_id=self.lease.shard_id
-                )
-                if progress.already_finished(record):
+                record = StreamRecord(raw, table=table, stream_arn=stream_arn, shard_id=shard_id)
+                if inherited and progress.already_finished(record):
                     # Finished by a previous owner past its checkpoint: acknowledged, not
                     # redone; the prefix moves over it like over any finished record.
                     pipeline.skip(record)

@@ -7,9 +7,9 @@ route delivery. Each layer calls the one method that concerns it:
   ``skip``s the ones it acknowledges without routing;
 * a delivery says ``finish(record)`` when one route is done with a record (handled or
   parked), and ``failing()`` when a call failed;
-* the consumer asks ``already_finished(record)`` of each record it reads: True for records
-  the lease's previous owner finished past its checkpoint (its finished ranges), which the
-  consumer then ``skip``s;
+* while ``inherits_finished``, the consumer asks ``already_finished(record)`` of each
+  record it reads: True for records the lease's previous owner finished past its
+  checkpoint (its finished ranges), which the consumer then ``skip``s;
 * the consumer's checkpoint loop waits on ``moved`` (the finished prefix may have moved)
   and ``urgent`` (a record is failing: write what is finished now, so a restart does not
   redo it), and writes ``finished_up_to`` and ``finished_ahead``;
@@ -63,6 +63,11 @@ class ShardProgress:
         self.moved.set()
 
     # -- the consumer -----------------------------------------------------------------------
+
+    @property
+    def inherits_finished(self) -> bool:
+        """True while finished ranges of a previous owner remain unread."""
+        return bool(self._inherited)
 
     def already_finished(self, record: StreamRecord) -> bool:
         """True if a previous owner finished ``record`` (call once per record, in stream order)."""
