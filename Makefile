@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install run check-config clean lint lock lock-upgrade bench bench-leases bench-pipeline bench-pipeline-tracing bench-e2e bench-lag bench-idle bench-hot-shard bench-child-start bench-takeover
+.PHONY: demo test install run check-config clean lint lock lock-upgrade bench bench-leases bench-pipeline bench-pipeline-tracing bench-record-path bench-e2e bench-lag bench-idle bench-hot-shard bench-child-start bench-takeover
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,7 @@ test: $(STAMP)
 	$(BIN)/pytest -q
 
 # Benchmarks write bench/results.json (see bench/README.md).
-bench: bench-leases bench-pipeline bench-e2e bench-lag bench-idle bench-hot-shard bench-child-start bench-takeover
+bench: bench-leases bench-pipeline bench-record-path bench-e2e bench-lag bench-idle bench-hot-shard bench-child-start bench-takeover
 
 bench-leases: $(STAMP)
 	$(BIN)/python -m bench.leases_bench
@@ -32,6 +32,10 @@ bench-pipeline: $(STAMP)
 # The same, plus a worker with tracing on at 100 % sampling in every round (bench/README.md).
 bench-pipeline-tracing: $(STAMP)
 	$(BIN)/python -m bench.pipeline_bench --tracing
+
+# CPU a record costs from submit to a no-op handler, in process (bench/README.md).
+bench-record-path: $(STAMP)
+	$(BIN)/python -m bench.record_path_bench
 
 bench-e2e: $(STAMP)
 	$(BIN)/python -m bench.e2e_bench
