@@ -127,7 +127,6 @@ class ShardConsumer:
         self._config = config
         self._stream = stream
         self._checkpointer = Checkpointer(lease_table, lease, lease.table)
-        self._pipeline: ShardPipeline | None = None
         # Records the previous owner finished past its checkpoint are skipped, not redone.
         self.progress = ShardProgress(lease.finished_ranges if config.processing.max_finished_ranges else ())
         self.reader: ShardReader | None = None
@@ -247,7 +246,7 @@ class ShardConsumer:
             await call_aws("UpdateItem", self._save_progress)
 
     async def _process(self, stop: asyncio.Event) -> None:
-        self.reader = ShardReader(
+        self.reader = reader = ShardReader(
             self._streams,
             stream_arn=self.lease.stream_arn,
             shard_id=self.lease.shard_id,
@@ -256,9 +255,9 @@ class ShardConsumer:
             config=self._config.reader,
             budget=self._idle_budget,
         )
-        self._pipeline = self._pipelines.pipeline_for(self.lease, self.progress)
+        pipeline = self._pipelines.pipeline_for(self.lease, self.progress)
         self._log.info(
-            "start shard", position=str(self.reader.position),
+            "start shard", position=str(reader.position),
             finished_ahead=records_in(self.lease.finished_ranges),
         )
         if self._hooks is not None and self._hooks.has("on_shard_start"):
@@ -268,16 +267,16 @@ class ShardConsumer:
         aged_out = False
         try:
             try:
-                shard_end = await self._feed(stop, checkpointing)
+                shard_end = await self._feed(reader, pipeline, stop, checkpointing)
             except ShardGoneError:
                 if not await self._aged_out():
                     raise
                 shard_end = aged_out = True  # nothing left to read: finish, so that the children start
-            await self._wait(self._pipeline.drain(), checkpointing)
+            await self._wait(pipeline.drain(), checkpointing)
         finally:
             checkpointing.cancel()
             await asyncio.gather(checkpointing, return_exceptions=True)
-            await self._pipeline.close()
+            await pipeline.close()
         await self._save_progress()
         if shard_end:
             children = await self._lineage.children_of(self.lease.stream_arn, self.lease.shard_id)
@@ -328,17 +327,17 @@ class ShardConsumer:
                 await asyncio.gather(task, return_exceptions=True)
         return task.result()
 
-    async def _feed(self, stop: asyncio.Event, checkpointing: asyncio.Task[None]) -> bool:
+    async def _feed(self, reader: ShardReader, pipeline: ShardPipeline, stop: asyncio.Event,
+                    checkpointing: asyncio.Task[None]) -> bool:
         """Read pages into the pipeline until shard end (True) or stop (False)."""
-        assert self.reader is not None and self._pipeline is not None
-        pipeline, progress = self._pipeline, self.progress
+        progress = self.progress
         skip_before = self._skip_before()
         table, stream_arn, shard_id = self.lease.table, self.lease.stream_arn, self.lease.shard_id
         while not stop.is_set():
             await self._wait(pipeline.wait_for_capacity(), checkpointing)
             # An idle shard spends its time in next_page: raced with the checkpoint loop so
             # that a write failing for good stops the shard now, not when records arrive.
-            page = await self._wait(self.reader.next_page(stop), checkpointing)
+            page = await self._wait(reader.next_page(stop), checkpointing)
             if page is None:
                 return False
             if page.records:
