@@ -4,15 +4,20 @@
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-# Dependencies from the lock file only, each checked against its hash (`make lock` writes
-# it), then the project itself without resolving anything again: two builds of one commit
-# hold the same dependency versions.
-COPY requirements.lock pyproject.toml README.md ./
+# Everything from lock files, each package checked against its hash (`make lock` writes
+# both): the project's wheel is built in a throwaway venv by the locked build tools (no
+# build isolation: nothing fetched unpinned), then the runtime venv gets the locked
+# dependencies and the wheel without resolving anything again. Two builds of one commit
+# hold the same versions of everything.
+COPY requirements.lock requirements-build.lock pyproject.toml README.md ./
 COPY worker ./worker
-RUN python -m venv /opt/venv \
+RUN python -m venv /opt/build \
+ && /opt/build/bin/pip install --no-compile --require-hashes --requirement requirements-build.lock \
+ && /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /opt/wheels . \
+ && python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-compile --require-hashes --requirement requirements.lock \
- && /opt/venv/bin/pip install --no-compile --no-deps . \
- && /opt/venv/bin/pip uninstall --yes pip setuptools wheel
+ && /opt/venv/bin/pip install --no-compile --no-deps /opt/wheels/*.whl \
+ && /opt/venv/bin/pip uninstall --yes pip setuptools
 
 FROM python:3.11-slim-bookworm AS runtime
 ENV PATH=/opt/venv/bin:$PATH \

@@ -65,11 +65,21 @@ LOCK_CMD     = $(BIN)/uv pip compile pyproject.toml $(LOCK_EXTRAS) --generate-ha
                --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
                --custom-compile-command "make lock" --output-file $(LOCK_FILE)
 
+# requirements-build.lock: what builds the project's wheel in the image ([build-system]
+# requires), pinned with hashes the same way.
+BUILD_LOCK_FILE ?= requirements-build.lock
+BUILD_LOCK_CMD   = $(BIN)/python -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))' \
+                   | $(BIN)/uv pip compile - --generate-hashes --quiet \
+                   --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+                   --custom-compile-command "make lock" --output-file $(BUILD_LOCK_FILE)
+
 lock: $(STAMP)
 	$(LOCK_CMD)
+	$(BUILD_LOCK_CMD)
 
 lock-upgrade: $(STAMP)
 	$(LOCK_CMD) --upgrade
+	$(BUILD_LOCK_CMD) --upgrade
 
 check-config: $(STAMP)
 	$(BIN)/stream-worker check-config --config config/worker.yaml
