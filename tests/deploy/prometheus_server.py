@@ -28,8 +28,11 @@ class PrometheusServer:
         job: str = "stream-worker",
         interval: str = "1s",
         rule_files: list[Path] | None = None,
+        flags: tuple[str, ...] = (),
     ) -> None:
+        """``flags``: more command-line flags (e.g. ``--enable-feature=exemplar-storage``)."""
         self.binary = binary
+        self.flags = flags
         self.workdir = workdir
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -58,6 +61,7 @@ class PrometheusServer:
                 f"--web.listen-address=127.0.0.1:{self.port}",
                 "--storage.tsdb.retention.time=1h",
                 "--log.level=warn",
+                *self.flags,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -8,7 +8,9 @@ this process may have counted before: counts are checked as deltas over this tes
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any, Awaitable, Callable
@@ -20,7 +22,9 @@ from tests.deploy.deploy_files import PROMETHEUS_DIR, concrete_expr, dashboard_e
 from tests.deploy.prometheus_server import PrometheusServer
 from tests.deploy.prometheus_tools import PrometheusTools
 from tests.integration.helpers import chain_done, seed_config, setup_tables, wait_until, write_orders
+from worker.local.otlp_receiver import OtlpReceiver
 from worker.local.processes import free_port
+from worker.observability import tracing
 from worker.app import App
 
 pytestmark = pytest.mark.integration
@@ -70,14 +74,16 @@ class Fleet:
 async def _with_fleet(
     moto_url: str, prefix: str, aws: dict[str, Any], tools: PrometheusTools, workdir: Path, orders: int,
     body: Callable[[Fleet, dict[str, float]], Awaitable[None]], rule_files: list[Path] | None = None,
+    mutate: Callable[[dict[str, Any]], None] | None = None, prometheus_flags: tuple[str, ...] = (),
 ) -> None:
-    config = seed_config(moto_url, prefix)
+    config = seed_config(moto_url, prefix, mutate)
     await setup_tables(config)
     port = free_port()
     app = App(config, metrics_port=port)
     before = {route: _handled(route) for route in ROUTES}
     before.update({f"{route}:error": _handled(route, "error") for route in ROUTES})
-    prometheus = PrometheusServer(tools.prometheus, workdir, [f"127.0.0.1:{port}"], rule_files=rule_files)
+    prometheus = PrometheusServer(tools.prometheus, workdir, [f"127.0.0.1:{port}"], rule_files=rule_files,
+                                  flags=prometheus_flags)
     order_ids = [f"prom-{i:02d}" for i in range(orders)]
     await app.start()
     try:
@@ -177,3 +183,48 @@ async def test_a_healthy_worker_raises_no_alert(
 
     await _with_fleet(moto_url, prefix, aws, prom_tools, tmp_path, 3, body,
                       rule_files=[PROMETHEUS_DIR / "alerts.yml"])
+
+
+async def test_prometheus_stores_exemplars_that_link_handler_latency_to_traces(
+    moto_url: str, prefix: str, aws: dict[str, Any], prom_tools: PrometheusTools, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With tracing on and Prometheus' exemplar storage enabled (docs/operations.md), the
+    handler-duration buckets Prometheus stores carry the trace ids of the calls measured:
+    ids of traces the worker exported, for both routes of the chain."""
+    for name in [name for name in os.environ if name.startswith("OTEL_")]:
+        monkeypatch.delenv(name)
+    receiver = OtlpReceiver().start()
+    stored: dict[str, set[str]] = {}  # route -> trace ids of its stored exemplars
+
+    def tracing_on(doc: dict[str, Any]) -> None:
+        doc["observability"]["tracing"] = {"enabled": True, "endpoint": receiver.traces_url, "sampling_ratio": 1.0}
+
+    async def body(fleet: Fleet, before: dict[str, float]) -> None:
+        async def all_routes_stored() -> bool:
+            found = await asyncio.to_thread(
+                fleet.prometheus.api, "query_exemplars",
+                query='stream_worker_handler_duration_seconds_bucket{job="stream-worker"}',
+                start=str(time.time() - 600), end=str(time.time() + 60),
+            )
+            stored.clear()
+            for series in found:
+                ids = {exemplar["labels"]["trace_id"] for exemplar in series["exemplars"]}
+                stored.setdefault(series["seriesLabels"].get("route", ""), set()).update(ids)
+            return set(ROUTES) <= {route for route, ids in stored.items() if ids}
+
+        try:
+            await wait_until(all_routes_stored, timeout=30, interval=0.5)
+        except AssertionError:
+            raise AssertionError(f"no exemplars stored for {set(ROUTES)}: {stored}\n{fleet.prometheus.log()}") from None
+
+    try:
+        await _with_fleet(moto_url, prefix, aws, prom_tools, tmp_path, 4, body, mutate=tracing_on,
+                          prometheus_flags=("--enable-feature=exemplar-storage",))
+        exported = {span.trace_id for span in receiver.spans}  # the app's stop flushed its exporter
+    finally:
+        receiver.stop()
+    assert not tracing.enabled()
+    for route in ROUTES:
+        assert stored[route], route
+        assert stored[route] <= exported, (route, stored[route] - exported)
