@@ -50,7 +50,7 @@ def exported_metric_names() -> set[str]:
     from prometheus_client.metrics import MetricWrapperBase
 
     from worker.observability import metrics
-    from worker.observability.loop_metrics import LoopFamily
+    from worker.observability.loop_metrics import LoopCollector
 
     suffixes = {
         "counter": ("_total", "_created"),
@@ -63,7 +63,7 @@ def exported_metric_names() -> set[str]:
     }
     names: set[str] = set()
     for value in vars(metrics).values():
-        if isinstance(value, (MetricWrapperBase, LoopFamily)):
+        if isinstance(value, (MetricWrapperBase, LoopCollector)):
             for described in value.describe():
                 names.update(described.name + suffix for suffix in suffixes[described.type])
     return names

@@ -134,6 +134,17 @@ async def test_prometheus_scrapes_handled_records_and_lag(
         )
         assert all(0 <= r["value"] < 300 for r in lag if r["metric"]["stream"] in ROUTES.values()), lag
 
+        # The load gauges (read from the schedulers at scrape time): a series per route and
+        # stream; with the chain done nothing runs, waits in back-off or waits for a checkpoint.
+        for metric, label, wanted in (("handler_calls_in_flight", "route", set(ROUTES)),
+                                      ("handler_calls_in_backoff", "route", set(ROUTES)),
+                                      ("records_in_flight", "stream", set(ROUTES.values()))):
+            load = await fleet.eventually(
+                f'stream_worker_{metric}{{job="stream-worker"}}',
+                lambda result, label=label, wanted=wanted: wanted <= {r["metric"].get(label) for r in result},
+            )
+            assert all(r["value"] == 0.0 for r in load if r["metric"][label] in wanted), (metric, load)
+
         # Scrape health and the process gauge.
         assert [r["value"] for r in await fleet.query('up{job="stream-worker"}')] == [1.0]
         assert [r["value"] for r in await fleet.query('stream_worker_up{job="stream-worker"}')] == [1.0]

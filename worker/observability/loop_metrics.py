@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from bisect import bisect_left
-from typing import Generic, Iterator, Sequence, TypeVar
+from typing import Callable, Generic, Iterable, Iterator, Sequence, TypeVar
 
 from prometheus_client import REGISTRY
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
@@ -31,18 +31,36 @@ from prometheus_client.utils import INF, floatToGoString
 
 _Child = TypeVar("_Child")
 
+# What a scraped gauge's source yields: (label values, value) pairs.
+GaugeSource = Callable[[], Iterable[tuple[tuple[str, ...], float]]]
 
-class LoopFamily(ABC, Generic[_Child]):
-    """Children by label values; registered with ``registry``, which reads them on scrape."""
+
+class LoopCollector(ABC):
+    """A metric family registered with ``registry``, which reads it on scrape."""
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
                  registry: CollectorRegistry | None) -> None:
         self.name = name
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
-        self._children: dict[tuple[str, ...], _Child] = {}
         if registry is not None:
             registry.register(self)  # type: ignore[arg-type]  # a collector: anything with collect()
+
+    @abstractmethod
+    def _family(self) -> Metric: ...
+
+    def describe(self) -> list[Metric]:
+        """The family without samples: the registry refuses a name taken twice."""
+        return [self._family()]
+
+
+class LoopFamily(LoopCollector, Generic[_Child]):
+    """Children by label values, updated on the event loop."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
+                 registry: CollectorRegistry | None) -> None:
+        self._children: dict[tuple[str, ...], _Child] = {}
+        super().__init__(name, documentation, labelnames, registry)
 
     def labels(self, *values: str) -> _Child:
         """The child for these label values (resolve it once, then update it per record)."""
@@ -60,12 +78,39 @@ class LoopFamily(ABC, Generic[_Child]):
     def _items(self) -> list[tuple[tuple[str, ...], _Child]]:
         return list(self._children.items())  # a copy: the loop may add a child meanwhile
 
-    @abstractmethod
-    def _family(self) -> Metric: ...
 
-    def describe(self) -> list[Metric]:
-        """The family without samples: the registry refuses a name taken twice."""
-        return [self._family()]
+class ScrapedGauge(LoopCollector):
+    """A gauge read from live objects at scrape time: nothing is updated per record.
+
+    Sources (``add_source``) yield (label values, value) pairs; values of the same labels
+    from all sources are summed, so several engines in one process (tests) add up. A source
+    reads state the event loop owns from the scrape thread: it must only read (copy a
+    collection before walking it) and never block."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
+                 registry: CollectorRegistry | None = REGISTRY) -> None:
+        self._sources: list[GaugeSource] = []
+        super().__init__(name, documentation, labelnames, registry)
+
+    def add_source(self, source: GaugeSource) -> None:
+        self._sources.append(source)
+
+    def remove_source(self, source: GaugeSource) -> None:
+        if source in self._sources:
+            self._sources.remove(source)
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+    def collect(self) -> Iterator[Metric]:
+        totals: dict[tuple[str, ...], float] = {}
+        for source in list(self._sources):
+            for labels, value in source():
+                totals[labels] = totals.get(labels, 0.0) + value
+        family = self._family()
+        for labels, value in sorted(totals.items()):
+            family.add_metric(labels, value)
+        yield family
 
 
 class CounterChild:

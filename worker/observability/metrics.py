@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, Info
 
-from worker.observability.loop_metrics import LoopCounter, LoopGauge, LoopHistogram
+from worker.observability.loop_metrics import LoopCounter, LoopGauge, LoopHistogram, ScrapedGauge
 from worker.version import __version__
 
 NS = "stream_worker"
@@ -74,6 +74,24 @@ aws_retries = Counter(
 last_record_age = LoopGauge(
     f"{NS}_last_handled_record_age_seconds",
     "Age (from ApproximateCreationDateTime) of the last handled record, at handling time",
+    ["stream"],
+)
+# Read from the live key schedulers and shard progress at scrape time (worker/processing/engine.py).
+handler_calls_in_flight = ScrapedGauge(
+    f"{NS}_handler_calls_in_flight",
+    "Handler calls running now (per route; bounded by max_concurrency per shard and "
+    "processing.max_concurrent_handler_calls per process)",
+    ["route"],
+)
+handler_calls_in_backoff = ScrapedGauge(
+    f"{NS}_handler_calls_in_backoff",
+    "Failed calls waiting out their back-off before the next attempt; each holds back only its own keys",
+    ["route"],
+)
+records_in_flight = ScrapedGauge(
+    f"{NS}_records_in_flight",
+    "Records read and not yet checkpointable (not behind their shard's finished prefix); "
+    "at most processing.max_in_flight_records per shard",
     ["stream"],
 )
 seconds_since_tip = Gauge(

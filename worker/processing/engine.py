@@ -10,10 +10,11 @@ schedulers share. A consumer asks it for a pipeline and passes the shard's
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 from worker.deadletter import DeadLetterDestination
 from worker.leases.model import Lease
+from worker.observability import metrics
 from worker.processing.delivery import DeliveryServices, RouteDelivery
 from worker.processing.key_scheduler import CallSlots, sleep_without_slots
 from worker.processing.pipeline import ShardPipeline
@@ -43,6 +44,15 @@ class ProcessingEngine:
         self._hash_key_of = hash_key_of
         # One for the process: 1,000 busy shards must not open 1,000 times max_concurrency calls.
         self.call_slots = None if max_concurrent_calls is None else CallSlots(max_concurrent_calls)
+        # Open pipelines, whose load the scrape-time gauges read (until close()).
+        self._pipelines: set[ShardPipeline] = set()
+        self._gauges = (
+            (metrics.handler_calls_in_flight, self._calls_in_flight),
+            (metrics.handler_calls_in_backoff, self._calls_in_backoff),
+            (metrics.records_in_flight, self._records_in_flight),
+        )
+        for gauge, source in self._gauges:
+            gauge.add_source(source)
 
     def pipeline_for(self, lease: Lease, progress: ShardProgress) -> ShardPipeline:
         """A new pipeline for one consumed shard; it and its deliveries report to ``progress``."""
@@ -52,7 +62,7 @@ class ProcessingEngine:
             return RouteDelivery(route, self.services, self._dead_letters.get(route.name), progress=progress,
                                  sleep=sleep_without_slots)
 
-        return ShardPipeline(
+        pipeline = ShardPipeline(
             routes_for=self.router.routes_for,
             delivery_for=delivery_for,
             progress=progress,
@@ -60,10 +70,38 @@ class ProcessingEngine:
             hash_key=self._hash_key_of(lease.stream_arn),
             stream_label=lease.table,
             call_slots=self.call_slots,
+            on_close=self._pipelines.discard,
         )
+        self._pipelines.add(pipeline)
+        return pipeline
+
+    # -- load, read by the metrics server's thread at scrape time (reads only, copies first) --
+
+    def _calls_in_flight(self) -> Iterator[tuple[tuple[str, ...], float]]:
+        for route in self.router.routes:
+            yield (route.name,), 0.0  # every configured route has a series, busy or not
+        for pipeline in list(self._pipelines):
+            for name, scheduler in pipeline.schedulers():
+                yield (name,), float(scheduler.calls_in_flight)
+
+    def _calls_in_backoff(self) -> Iterator[tuple[tuple[str, ...], float]]:
+        for route in self.router.routes:
+            yield (route.name,), 0.0
+        for pipeline in list(self._pipelines):
+            for name, scheduler in pipeline.schedulers():
+                yield (name,), float(scheduler.calls_in_backoff)
+
+    def _records_in_flight(self) -> Iterator[tuple[tuple[str, ...], float]]:
+        for table in {route.table for route in self.router.routes}:
+            yield (table,), 0.0
+        for pipeline in list(self._pipelines):
+            yield (pipeline.stream_label,), float(pipeline.progress.in_flight)
 
     async def close(self) -> None:
-        """Close every dead-letter destination (the publisher belongs to the runtime)."""
+        """Stop reporting load; close every dead-letter destination (the publisher belongs
+        to the runtime)."""
+        for gauge, source in self._gauges:
+            gauge.remove_source(source)
         for destination in self._dead_letters.values():
             if destination is not None:
                 await destination.close()

@@ -377,6 +377,18 @@ class KeyScheduler:
             self._sleeping -= 1
         await self._take_slots(worker)
 
+    # -- load (read at scrape time) --------------------------------------------------------
+
+    @property
+    def calls_in_flight(self) -> int:
+        """Calls holding one of this route's slots now."""
+        return self._slots.limit - self._slots.free
+
+    @property
+    def calls_in_backoff(self) -> int:
+        """Calls waiting out a back-off (without a slot)."""
+        return self._sleeping
+
     # -- stopping ------------------------------------------------------------------------
 
     def close(self) -> list[asyncio.Task[None]]:

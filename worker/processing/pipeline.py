@@ -41,9 +41,11 @@ class ShardPipeline:
         hash_key: str | None,
         stream_label: str,
         call_slots: CallSlots | None = None,
+        on_close: Callable[[ShardPipeline], None] | None = None,
     ) -> None:
         """``call_slots`` bounds handler calls in flight across every pipeline that shares
-        it (the process); None leaves only each route's ``max_concurrency``."""
+        it (the process); None leaves only each route's ``max_concurrency``. ``on_close``
+        is told when the pipeline is closed (the engine stops reading its load then)."""
         self._routes_for = routes_for
         self._delivery_for = delivery_for
         self.progress = progress
@@ -51,6 +53,8 @@ class ShardPipeline:
         self._hash_key = hash_key
         self._label = stream_label
         self._call_slots = call_slots
+        self._on_close = on_close
+        self.stream_label = stream_label
         self._unrouted = metrics.records_unrouted.labels(stream_label)
         self._schedulers: dict[str, KeyScheduler] = {}
         self._ordinal = 0
@@ -144,7 +148,15 @@ class ShardPipeline:
         """Return when every submitted record is finished (handled or parked)."""
         await self._wait_until(lambda: self.progress.idle)
 
+    def schedulers(self) -> list[tuple[str, KeyScheduler]]:
+        """(route name, scheduler) of every route this shard has fed so far (a copy)."""
+        return list(self._schedulers.items())
+
     async def close(self) -> None:
         self._closing = True
-        tasks = [task for scheduler in self._schedulers.values() for task in scheduler.close()]
-        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            tasks = [task for scheduler in self._schedulers.values() for task in scheduler.close()]
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            if self._on_close is not None:
+                self._on_close(self)

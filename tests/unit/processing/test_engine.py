@@ -25,8 +25,9 @@ SERVICES = DeliveryServices(publisher=None, tables=None, config=None,  # type: i
                             worker_id="w", observers=[])
 
 
-def engine_for(handler: Any, *, concurrency: int, process_bound: int, backoff: float = 0.01) -> ProcessingEngine:
-    route = Route(name="r", table=TABLE, events=frozenset({"INSERT"}), new_image={}, old_image={},
+def engine_for(handler: Any, *, concurrency: int, process_bound: int, backoff: float = 0.01,
+               route_name: str = "r") -> ProcessingEngine:
+    route = Route(name=route_name, table=TABLE, events=frozenset({"INSERT"}), new_image={}, old_image={},
                   handler=handler, options={}, max_concurrency=concurrency, timeout_seconds=None,
                   retry=RetryConfig(max_attempts=-1, initial_backoff_seconds=backoff, max_backoff_seconds=backoff))
     return ProcessingEngine(router=Router([route]), services=SERVICES, dead_letters={}, max_in_flight=1_000,
@@ -93,3 +94,50 @@ async def test_a_back_off_gives_the_process_slot_to_another_shard() -> None:
         await poisoned.close()
         await healthy.close()
     assert handled[-1] == "poison" and sorted(handled[:-1]) == [f"good-{i}" for i in range(1, 6)]
+
+
+def _gauge(name: str, **labels: str) -> float | None:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(f"stream_worker_{name}", labels)
+
+
+async def test_load_gauges_show_calls_in_flight_in_backoff_and_records_waiting_then_vanish() -> None:
+    """Read at scrape time from the live schedulers: two shards, calls held open on two keys
+    of one and one key of the other, a failing key in back-off; then all released."""
+    release = asyncio.Event()
+    failing_calls = 0
+
+    async def handler(record: StreamRecord, ctx: Any) -> None:
+        nonlocal failing_calls
+        key = record.keys[HASH_KEY]
+        if key == "poison":
+            failing_calls += 1
+            if not release.is_set():
+                raise RuntimeError("not yet")
+            return
+        await release.wait()
+
+    engine = engine_for(handler, concurrency=10, process_bound=100, backoff=3600, route_name="load")
+    assert _gauge("handler_calls_in_flight", route="load") == 0.0  # the route has a series before any shard
+    # Other engines of this test process may hold records of the same stream: count from here.
+    waiting_before = _gauge("records_in_flight", stream=TABLE) or 0.0
+    first, second = shard_pipeline(engine, "shardId-load-1"), shard_pipeline(engine, "shardId-load-2")
+    try:
+        for index, key in enumerate(["a", "b", "poison", "a"]):  # the second "a" waits behind the first
+            first.submit(make_record(index, key))
+        second.submit(make_record(10, "c"))
+        async with asyncio.timeout(10):
+            while not (failing_calls and _gauge("handler_calls_in_backoff", route="load") == 1.0):
+                await asyncio.sleep(0.01)
+        assert _gauge("handler_calls_in_flight", route="load") == 3.0  # a, b, c; poison gave its slot back
+        assert _gauge("handler_calls_in_backoff", route="load") == 1.0
+        assert _gauge("records_in_flight", stream=TABLE) == waiting_before + 5
+    finally:
+        release.set()
+        await first.close()
+        await second.close()
+    assert _gauge("handler_calls_in_flight", route="load") == 0.0  # closed pipelines are not read
+    assert _gauge("records_in_flight", stream=TABLE) == waiting_before
+    await engine.close()
+    assert _gauge("handler_calls_in_flight", route="load") is None  # a closed engine reports nothing
