@@ -8,7 +8,8 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # both): the project's wheel is built in a throwaway venv by the locked build tools (no
 # build isolation: nothing fetched unpinned), then the runtime venv gets the locked
 # dependencies and the wheel without resolving anything again. Two builds of one commit
-# hold the same versions of everything.
+# hold the same Python packages; the base image is whatever its tag points at (pin it by
+# digest, python:3.11-slim-bookworm@sha256:..., for byte-for-byte rebuilds).
 COPY requirements.lock requirements-build.lock pyproject.toml README.md ./
 COPY worker ./worker
 RUN python -m venv /opt/build \

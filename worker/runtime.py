@@ -128,6 +128,7 @@ async def _connect(
         max_in_flight=config.processing.max_in_flight_records, hash_key_of=catalog.hash_key_of,
         max_concurrent_calls=config.processing.max_concurrent_handler_calls,
     )
+    opened.callback(engine.stop_reporting)  # its load gauges, should start-up fail from here on
     shards = ShardSupervisor(
         config, worker_id=worker_id, lease_table=lease_table, streams_client=streams_client,
         pipelines=engine, lineage=catalog, streams=catalog.tables_by_arn, hooks=hooks, idle_budget=idle_budget,

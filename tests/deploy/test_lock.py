@@ -107,7 +107,7 @@ def test_make_lock_reproduces_the_committed_locks(tmp_path: Path) -> None:
 def _image_install_step() -> str:
     """The build stage's RUN command of the Dockerfile, as one shell command."""
     dockerfile = (REPO / "Dockerfile").read_text()
-    build_stage = dockerfile.split("FROM ")[1]
+    build_stage = re.split(r"^FROM ", dockerfile, flags=re.MULTILINE)[1]
     run = build_stage[build_stage.index("\nRUN ") + len("\nRUN "):]
     lines = []
     for line in run.splitlines():

@@ -255,7 +255,6 @@ class ShardConsumer:
             config=self._config.reader,
             budget=self._idle_budget,
         )
-        pipeline = self._pipelines.pipeline_for(self.lease, self.progress)
         self._log.info(
             "start shard", position=str(reader.position),
             finished_ahead=records_in(self.lease.finished_ranges),
@@ -263,6 +262,9 @@ class ShardConsumer:
         if self._hooks is not None and self._hooks.has("on_shard_start"):
             await self._hooks.shard_event(
                 "on_shard_start", self._hooks.shard_info(self.lease, "started", self._checkpointer.checkpointed))
+        # Made after the hook (which may be cancelled) and closed in the finally below: an
+        # open pipeline stays in the engine's load gauges.
+        pipeline = self._pipelines.pipeline_for(self.lease, self.progress)
         checkpointing = asyncio.create_task(self._checkpoint_loop(), name=f"checkpoint:{self.lease.shard_id}")
         aged_out = False
         try:
@@ -275,8 +277,10 @@ class ShardConsumer:
             await self._wait(pipeline.drain(), checkpointing)
         finally:
             checkpointing.cancel()
-            await asyncio.gather(checkpointing, return_exceptions=True)
-            await pipeline.close()
+            try:
+                await asyncio.gather(checkpointing, return_exceptions=True)
+            finally:
+                await pipeline.close()  # even when cancelled again meanwhile
         await self._save_progress()
         if shard_end:
             children = await self._lineage.children_of(self.lease.stream_arn, self.lease.shard_id)

@@ -8,21 +8,27 @@ so these metrics keep plain numbers per label set and hand them to prometheus-cl
 scrape time through its custom-collector interface (``collect()`` on the registry); the
 exposition (names, ``_total``, ``_created``, buckets, exemplars) is the library's.
 
-A scrape runs on the metrics server's thread and reads while the loop writes. A counter
-or gauge value is one float (read whole, under the GIL). A histogram is read bucket by
-bucket, so a scrape may miss an observation that lands during it, as with
-prometheus-client's own histogram, whose sum and buckets have separate locks; the
-cumulative buckets and the count come from one copy, so they always agree.
+The worker serves /metrics on its event loop (aiohttp), so a scrape never runs beside an
+update. Served from a thread instead (``prometheus_client.start_http_server``), a counter or
+gauge value is one float, read whole under the GIL; a histogram is read bucket by bucket,
+so a scrape may miss an observation landing during it, as with prometheus-client's own
+histogram (its sum and buckets have separate locks); the cumulative buckets and the count
+come from one copy, so they always agree.
+
+``ScrapedGauge`` is the other kind: nothing is kept, values are read from live objects
+(the key schedulers) when the registry is collected.
 """
 
 from __future__ import annotations
 
+import operator
 import time
 from abc import ABC, abstractmethod
 from bisect import bisect_left
 from typing import Callable, Generic, Iterable, Iterator, Sequence, TypeVar
 
 from prometheus_client import REGISTRY
+from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import CollectorRegistry
 from prometheus_client.samples import Exemplar
@@ -83,13 +89,17 @@ class ScrapedGauge(LoopCollector):
     """A gauge read from live objects at scrape time: nothing is updated per record.
 
     Sources (``add_source``) yield (label values, value) pairs; values of the same labels
-    from all sources are summed, so several engines in one process (tests) add up. A source
-    reads state the event loop owns from the scrape thread: it must only read (copy a
-    collection before walking it) and never block."""
+    from all sources are combined by ``aggregate`` (``sum``: counts add up over shards and
+    engines; ``max``: the largest, for ages). A source runs wherever the registry is
+    collected (the worker's /metrics is served on the event loop): it must only read, never
+    await or block, and copy a collection before walking it, so that a registry served from
+    a thread (``prometheus_client.start_http_server``) stays safe."""
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str], *,
+                 aggregate: Callable[[float, float], float] = operator.add,
                  registry: CollectorRegistry | None = REGISTRY) -> None:
         self._sources: list[GaugeSource] = []
+        self._aggregate = aggregate
         super().__init__(name, documentation, labelnames, registry)
 
     def add_source(self, source: GaugeSource) -> None:
@@ -104,9 +114,10 @@ class ScrapedGauge(LoopCollector):
 
     def collect(self) -> Iterator[Metric]:
         totals: dict[tuple[str, ...], float] = {}
+        aggregate = self._aggregate
         for source in list(self._sources):
             for labels, value in source():
-                totals[labels] = totals.get(labels, 0.0) + value
+                totals[labels] = value if labels not in totals else aggregate(totals[labels], value)
         family = self._family()
         for labels, value in sorted(totals.items()):
             family.add_metric(labels, value)
@@ -121,6 +132,8 @@ class CounterChild:
         self.created = time.time()
 
     def inc(self, amount: float = 1.0) -> None:
+        if amount < 0:
+            raise ValueError("counters can only be incremented by non-negative amounts")
         self.value += amount
 
 
@@ -138,7 +151,7 @@ class LoopCounter(LoopFamily[CounterChild]):
     def collect(self) -> Iterator[Metric]:
         family = self._family()
         for key, child in self._items():
-            family.add_metric(key, child.value, created=child.created)
+            family.add_metric(key, child.value, created=child.created if _created_series() else None)
         yield family
 
 
@@ -181,6 +194,9 @@ class HistogramChild:
         self.created = time.time()
 
     def observe(self, value: float, exemplar: dict[str, str] | None = None) -> None:
+        if value != value:  # NaN: into the sum, into no bucket (as prometheus-client does)
+            self.sum += value
+            return
         index = bisect_left(self._bounds, value)
         self.counts[index] += 1
         self.sum += value
@@ -215,5 +231,13 @@ class LoopHistogram(LoopFamily[HistogramChild]):
                 cumulative += count
                 buckets.append((le, cumulative) if exemplar is None else (le, cumulative, exemplar))
             family.add_metric(key, buckets, total)
-            family.add_sample(f"{self.name}_created", dict(zip(self.labelnames, key)), child.created)
+            if _created_series():
+                family.add_sample(f"{self.name}_created", dict(zip(self.labelnames, key)), child.created)
         yield family
+
+
+def _created_series() -> bool:
+    """Whether ``_created`` samples are exposed: prometheus-client's own switch
+    (``disable_created_metrics()`` or PROMETHEUS_DISABLE_CREATED_SERIES), which it keeps in
+    a module attribute and offers no getter for."""
+    return bool(getattr(prometheus_metrics, "_use_created", True))

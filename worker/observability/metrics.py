@@ -85,13 +85,19 @@ handler_calls_in_flight = ScrapedGauge(
 )
 handler_calls_in_backoff = ScrapedGauge(
     f"{NS}_handler_calls_in_backoff",
-    "Failed calls waiting out their back-off before the next attempt; each holds back only its own keys",
+    "Calls waiting out a back-off (after a failed handler call or dead-letter write); each holds back only its own keys",
     ["route"],
+)
+oldest_failing_record = ScrapedGauge(
+    f"{NS}_oldest_failing_record_seconds",
+    "Seconds since the first failed call of the longest-failing record still being retried or parked (0: none)",
+    ["route"],
+    aggregate=max,
 )
 records_in_flight = ScrapedGauge(
     f"{NS}_records_in_flight",
     "Records read and not yet checkpointable (not behind their shard's finished prefix); "
-    "at most processing.max_in_flight_records per shard",
+    "reading a shard pauses at processing.max_in_flight_records (checked once per page)",
     ["stream"],
 )
 seconds_since_tip = Gauge(

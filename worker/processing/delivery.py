@@ -30,7 +30,7 @@ import time
 from dataclasses import replace
 from datetime import datetime
 from types import SimpleNamespace
-from typing import Awaitable, Callable, Hashable, Iterable
+from typing import Any, Awaitable, Callable, Hashable, Iterable
 
 import structlog
 from tenacity import wait_exponential_jitter
@@ -80,6 +80,9 @@ class RouteDelivery:
         self._progress = progress  # the shard's: told of every finished record and failed call
         self._sleep = sleep
         self._batch = route.is_batch
+        # Records being retried: id -> time.monotonic() of their first failed call, so that
+        # the oldest failing record's age can be read at scrape time.
+        self._failing: dict[int, float] = {}
         # How this route's handler is called (its context too: worker.testing builds contexts from it).
         self.invoker = HandlerInvoker(route, services, log.bind(route=route.name, stream=route.table))
         # Resolved once: a labels() lookup per record is a measurable share of a no-op delivery.
@@ -128,12 +131,19 @@ class RouteDelivery:
             for observer in self._services.observers:
                 observer(record, self.route.name, outcome, started, ended)
 
+    def oldest_failure_seconds(self) -> float:
+        """Seconds since the first failed call of the longest-failing record still being
+        retried or parked (0.0 when none is)."""
+        firsts = list(self._failing.values())
+        return time.monotonic() - min(firsts) if firsts else 0.0
+
     def _finish(self, record: StreamRecord) -> None:
         self._progress.finish(record)
         if self._batch:
             # Inside a key scheduler's batch call: the record's key goes back as soon as all
             # of its records in the batch are finished, not when the whole batch is.
             record_finished(record)
+            self._failing.pop(id(record), None)  # no longer failing, though its batch goes on
 
     async def _invoke(self, records: list[StreamRecord], attempt: int) -> tuple[list[StreamRecord], float]:
         """Call the handler once (the ``attempt``-th time for these records; see
@@ -192,11 +202,13 @@ class RouteDelivery:
                 for record in records:
                     await self._deliver_one(record)
 
-    async def deliver_record(self, record: StreamRecord, task: asyncio.Task[None] | None = None) -> None:
+    async def deliver_record(self, record: StreamRecord, task: asyncio.Task[Any] | None = None) -> None:
         """``deliver([record])`` for a per-record route, in fewer steps when nothing is
         special: tracing off, the record young enough, and a first call that succeeds
         (the key scheduler calls this once per record, with ``task``, the task it runs
         in). Anything else takes the general path, from the first attempt's outcome on."""
+        if self._batch:
+            raise TypeError(f"route {self.route.name!r} takes batches: deliver() them")
         if tracing.enabled() or self._too_old(record):
             await self.deliver([record])
             return
@@ -206,8 +218,12 @@ class RouteDelivery:
         except Exception as exc:  # noqa: BLE001 - the general path applies the policy
             self._record_one(record, "error", started)
             first_failure = utc_now()
-            if not await self._after_failure([record], exc, 1, {record.sequence_number: first_failure}):
-                await self._deliver_one(record, attempts=1, first_failure=first_failure)
+            self._failing[id(record)] = time.monotonic()
+            try:
+                if not await self._after_failure([record], exc, 1, {record.sequence_number: first_failure}):
+                    await self._deliver_one(record, attempts=1, first_failure=first_failure)
+            finally:
+                self._failing.pop(id(record), None)
             return
         self._record_one(record, "ok", started)
         self._progress.finish(record)
@@ -216,22 +232,27 @@ class RouteDelivery:
         self, record: StreamRecord, attempts: int = 0, first_failure: datetime | None = None
     ) -> None:
         """Call until handled or parked; ``attempts`` calls were made already."""
-        while True:
-            if self._too_old(record):
-                await self._park(record, RecordTooOld("older than max_record_age_seconds"), "record_too_old",
-                                 attempts, first_failure)
-                return
-            attempts += 1
-            try:
-                _, started = await self._invoke([record], attempts)
-            except Exception as exc:  # noqa: BLE001 - the policy below decides
-                first_failure = first_failure or utc_now()
-                if await self._after_failure([record], exc, attempts, {record.sequence_number: first_failure}):
+        try:
+            while True:
+                if self._too_old(record):
+                    await self._park(record, RecordTooOld("older than max_record_age_seconds"), "record_too_old",
+                                     attempts, first_failure)
                     return
-                continue
-            self._record([record], "ok", started)
-            self._finish(record)
-            return
+                attempts += 1
+                try:
+                    _, started = await self._invoke([record], attempts)
+                except Exception as exc:  # noqa: BLE001 - the policy below decides
+                    if first_failure is None:
+                        first_failure = utc_now()
+                        self._failing.setdefault(id(record), time.monotonic())
+                    if await self._after_failure([record], exc, attempts, {record.sequence_number: first_failure}):
+                        return
+                    continue
+                self._record([record], "ok", started)
+                self._finish(record)
+                return
+        finally:
+            self._failing.pop(id(record), None)
 
     async def _after_failure(
         self, records: list[StreamRecord], error: BaseException, attempts: int, first: dict[str, datetime]
@@ -267,6 +288,13 @@ class RouteDelivery:
     # -- batches -------------------------------------------------------------------------
 
     async def _deliver_batch(self, batch: list[StreamRecord], key_of: Callable[[StreamRecord], Hashable]) -> None:
+        try:
+            await self._deliver_batch_parts(batch, key_of)
+        finally:
+            for record in batch:
+                self._failing.pop(id(record), None)
+
+    async def _deliver_batch_parts(self, batch: list[StreamRecord], key_of: Callable[[StreamRecord], Hashable]) -> None:
         attempts: dict[str, int] = {}
         first: dict[str, datetime] = {}
         queue: list[list[StreamRecord]] = [batch]  # parts to call now, in stream order
@@ -311,10 +339,11 @@ class RouteDelivery:
                 continue
             if isinstance(error, ReportedFailure):
                 self._record(failed, "error", started)
-            now = utc_now()
+            now, failed_at = utc_now(), time.monotonic()
             for record in failed:
                 attempts[record.sequence_number] = attempts.get(record.sequence_number, 0) + 1
                 first.setdefault(record.sequence_number, now)
+                self._failing.setdefault(id(record), failed_at)
             count = max(attempts[r.sequence_number] for r in failed)
             delay = await self._park_or_backoff(failed, error, count, first)
             if delay is None:

@@ -50,6 +50,7 @@ class ProcessingEngine:
             (metrics.handler_calls_in_flight, self._calls_in_flight),
             (metrics.handler_calls_in_backoff, self._calls_in_backoff),
             (metrics.records_in_flight, self._records_in_flight),
+            (metrics.oldest_failing_record, self._oldest_failing_record),
         )
         for gauge, source in self._gauges:
             gauge.add_source(source)
@@ -75,7 +76,7 @@ class ProcessingEngine:
         self._pipelines.add(pipeline)
         return pipeline
 
-    # -- load, read by the metrics server's thread at scrape time (reads only, copies first) --
+    # -- load, read when the registry is collected (on the loop: reads only, copies first) --
 
     def _calls_in_flight(self) -> Iterator[tuple[tuple[str, ...], float]]:
         for route in self.router.routes:
@@ -91,17 +92,28 @@ class ProcessingEngine:
             for name, scheduler in pipeline.schedulers():
                 yield (name,), float(scheduler.calls_in_backoff)
 
+    def _oldest_failing_record(self) -> Iterator[tuple[tuple[str, ...], float]]:
+        for route in self.router.routes:
+            yield (route.name,), 0.0
+        for pipeline in list(self._pipelines):
+            for name, scheduler in pipeline.schedulers():
+                yield (name,), scheduler.oldest_failure_seconds
+
     def _records_in_flight(self) -> Iterator[tuple[tuple[str, ...], float]]:
         for table in {route.table for route in self.router.routes}:
             yield (table,), 0.0
         for pipeline in list(self._pipelines):
             yield (pipeline.stream_label,), float(pipeline.progress.in_flight)
 
+    def stop_reporting(self) -> None:
+        """Take this engine's load out of the metrics (idempotent)."""
+        for gauge, source in self._gauges:
+            gauge.remove_source(source)
+
     async def close(self) -> None:
         """Stop reporting load; close every dead-letter destination (the publisher belongs
         to the runtime)."""
-        for gauge, source in self._gauges:
-            gauge.remove_source(source)
+        self.stop_reporting()
         for destination in self._dead_letters.values():
             if destination is not None:
                 await destination.close()

@@ -31,7 +31,7 @@ import asyncio
 from collections import deque
 from contextvars import ContextVar
 from heapq import heappop, heappush
-from typing import Callable, Hashable, Protocol
+from typing import Any, Callable, Hashable, Protocol
 
 from worker.processing.router import Route
 from worker.records import StreamRecord
@@ -55,7 +55,9 @@ class Delivery(Protocol):
         self, records: list[StreamRecord], key_of: Callable[[StreamRecord], Hashable] | None = None
     ) -> None: ...
 
-    async def deliver_record(self, record: StreamRecord, task: asyncio.Task[None] | None = None) -> None: ...
+    async def deliver_record(self, record: StreamRecord, task: asyncio.Task[Any] | None = None) -> None: ...
+
+    def oldest_failure_seconds(self) -> float: ...
 
 
 class CallSlots:
@@ -150,6 +152,7 @@ class KeyScheduler:
         self._workers = 0  # tasks alive
         self._sleeping = 0  # of them, waiting out a back-off without slots
         self._starting = 0  # of them, started and not yet past their first take
+        self._calls = 0  # of them, holding both slots (the route's and the process's): running a call
         self._gathering = False  # a batch worker is waiting out the batching window
         self._arrived = asyncio.Event()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -226,6 +229,7 @@ class KeyScheduler:
                     if process is not None:
                         process.free -= 1
                     worker.holds_slots = True
+                    self._calls += 1
                 else:
                     await self._take_slots(worker)
                 try:
@@ -233,6 +237,7 @@ class KeyScheduler:
                 finally:
                     if worker.holds_slots:  # _give_slots, inlined for the common case
                         worker.holds_slots = False
+                        self._calls -= 1
                         if process is not None:
                             process.give()
                         if slots._waiters:
@@ -358,11 +363,13 @@ class KeyScheduler:
                     slots.give()
                     raise
         worker.holds_slots = True
+        self._calls += 1
 
     def _give_slots(self, worker: _Worker) -> None:
         if not worker.holds_slots:
             return  # cancelled while taking them back after a back-off
         worker.holds_slots = False
+        self._calls -= 1
         if self._call_slots is not None:
             self._call_slots.give()
         self._slots.give()
@@ -381,8 +388,14 @@ class KeyScheduler:
 
     @property
     def calls_in_flight(self) -> int:
-        """Calls holding one of this route's slots now."""
-        return self._slots.limit - self._slots.free
+        """Calls running now: holding both the route's and the process's slot (a worker
+        holding the route's slot while it waits for the process's is not counted)."""
+        return self._calls
+
+    @property
+    def oldest_failure_seconds(self) -> float:
+        """Seconds since the first failed call of this route's longest-failing record (0.0: none)."""
+        return self._delivery.oldest_failure_seconds()
 
     @property
     def calls_in_backoff(self) -> int:

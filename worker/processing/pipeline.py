@@ -51,10 +51,9 @@ class ShardPipeline:
         self.progress = progress
         self._max_in_flight = max_in_flight
         self._hash_key = hash_key
-        self._label = stream_label
+        self.stream_label = stream_label
         self._call_slots = call_slots
         self._on_close = on_close
-        self.stream_label = stream_label
         self._unrouted = metrics.records_unrouted.labels(stream_label)
         self._schedulers: dict[str, KeyScheduler] = {}
         self._ordinal = 0

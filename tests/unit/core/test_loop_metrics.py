@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
@@ -12,8 +14,15 @@ OBSERVED = [0.0005, 0.001, 0.0011, 0.05, 0.05, 0.9, 3.0, 42.0]
 
 
 def _without_created(text: str) -> list[str]:
-    # `_created` values are the moment each child was made: the two registries differ there only.
-    return [line for line in text.splitlines() if "_created" not in line.split(" ")[0]]
+    """The exposition with each `_created` sample's value blanked (the moment each child was
+    made: the two registries differ there only); the samples themselves stay compared."""
+    lines = []
+    for line in text.splitlines():
+        name = line.split(" ")[0]
+        if "_created" in name and not line.startswith("#"):
+            line = name + " <created>"
+        lines.append(line)
+    return lines
 
 
 def _pair() -> tuple[CollectorRegistry, CollectorRegistry]:
@@ -35,6 +44,8 @@ def _pair() -> tuple[CollectorRegistry, CollectorRegistry]:
         reference_gauge.labels("orders").set(value)
     counter.labels("events", "ok").inc(5)
     reference_counter.labels("events", "ok").inc(5)
+    histogram.labels("r3").observe(float("nan"))  # into the sum, into no bucket
+    reference_histogram.labels("r3").observe(float("nan"))
     return ours, theirs
 
 
@@ -88,3 +99,18 @@ def test_a_name_registered_twice_is_refused() -> None:
         assert "w_dup" in str(error)
     else:
         raise AssertionError("a duplicate metric name was registered")
+
+
+def test_created_samples_follow_prometheus_clients_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from prometheus_client import metrics as prometheus_metrics
+
+    monkeypatch.setattr(prometheus_metrics, "_use_created", False)  # what disable_created_metrics() sets
+    ours, theirs = _pair()
+    assert "_created" not in generate_latest(ours).decode()
+    assert generate_latest(ours).decode() == generate_latest(theirs).decode()
+
+
+def test_negative_counter_increments_are_refused_as_by_prometheus_client() -> None:
+    counter = LoopCounter("w_neg_total", "X", ["stream"], registry=None)
+    with pytest.raises(ValueError):
+        counter.labels("a").inc(-1)

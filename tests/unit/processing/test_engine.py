@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from worker.config import RetryConfig
@@ -64,6 +65,7 @@ async def test_the_process_bound_holds_over_every_pipeline_of_the_engine() -> No
     finally:
         for pipeline in pipelines:
             await pipeline.close()
+        await engine.close()
     assert peak == 3
     assert all(p.progress.idle for p in pipelines)
 
@@ -93,6 +95,7 @@ async def test_a_back_off_gives_the_process_slot_to_another_shard() -> None:
     finally:
         await poisoned.close()
         await healthy.close()
+        await engine.close()
     assert handled[-1] == "poison" and sorted(handled[:-1]) == [f"good-{i}" for i in range(1, 6)]
 
 
@@ -132,12 +135,90 @@ async def test_load_gauges_show_calls_in_flight_in_backoff_and_records_waiting_t
                 await asyncio.sleep(0.01)
         assert _gauge("handler_calls_in_flight", route="load") == 3.0  # a, b, c; poison gave its slot back
         assert _gauge("handler_calls_in_backoff", route="load") == 1.0
+        await asyncio.sleep(0.05)
+        assert (_gauge("oldest_failing_record_seconds", route="load") or 0.0) >= 0.05  # the poison, failing since
         assert _gauge("records_in_flight", stream=TABLE) == waiting_before + 5
     finally:
         release.set()
         await first.close()
         await second.close()
     assert _gauge("handler_calls_in_flight", route="load") == 0.0  # closed pipelines are not read
+    assert _gauge("oldest_failing_record_seconds", route="load") == 0.0
     assert _gauge("records_in_flight", stream=TABLE) == waiting_before
     await engine.close()
     assert _gauge("handler_calls_in_flight", route="load") is None  # a closed engine reports nothing
+
+
+async def test_calls_waiting_for_the_process_bound_are_not_counted_in_flight() -> None:
+    """A worker holding its route's slot while it waits for the process's is not running a
+    call: with 1 process slot and 5 keys ready, 1 call is in flight, not 5."""
+    release = asyncio.Event()
+    running = 0
+
+    async def handler(record: StreamRecord, ctx: Any) -> None:
+        nonlocal running
+        running += 1
+        await release.wait()
+        running -= 1
+
+    engine = engine_for(handler, concurrency=5, process_bound=1, route_name="bound")
+    pipeline = shard_pipeline(engine, "shardId-bound")
+    try:
+        for index in range(5):
+            pipeline.submit(make_record(index, f"key-{index}"))
+        async with asyncio.timeout(10):
+            while running == 0:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # every worker has reached the process bound by now
+        assert running == 1
+        assert _gauge("handler_calls_in_flight", route="bound") == 1.0
+        release.set()
+        async with asyncio.timeout(10):
+            await pipeline.drain()
+        assert _gauge("handler_calls_in_flight", route="bound") == 0.0
+    finally:
+        release.set()
+        await pipeline.close()
+        await engine.close()
+
+
+async def test_a_batch_record_that_failed_and_then_succeeded_is_no_longer_failing() -> None:
+    """Batch routes: a record counts as failing from its first failed call until it is
+    handled; once the older failure is handled the age is that of the record still failing."""
+    failed_at: dict[str, float] = {}
+    a_done = asyncio.Event()
+
+    async def batch(records: list[StreamRecord], ctx: Any) -> Any:
+        failed = []
+        for record in records:
+            key = record.keys[HASH_KEY]
+            if key == "poison" or (key == "a" and "a" not in failed_at):
+                failed_at.setdefault(key, time.monotonic())
+                failed.append(record)
+            elif key == "a":
+                a_done.set()
+        return failed
+
+    route = Route(name="batched", table=TABLE, events=frozenset({"INSERT"}), new_image={}, old_image={},
+                  handler=batch, options={}, is_batch=True, batch_size=10, max_concurrency=2,
+                  retry=RetryConfig(max_attempts=-1, initial_backoff_seconds=0.3, max_backoff_seconds=0.3))
+    engine = ProcessingEngine(router=Router([route]), services=SERVICES, dead_letters={}, max_in_flight=1_000,
+                              hash_key_of=lambda arn: HASH_KEY, max_concurrent_calls=10)
+    pipeline = shard_pipeline(engine, "shardId-batched")
+    try:
+        async with asyncio.timeout(10):
+            pipeline.submit(make_record(0, "a"))
+            while "a" not in failed_at:
+                await asyncio.sleep(0.005)
+            await asyncio.sleep(0.15)
+            pipeline.submit(make_record(1, "poison"))  # fails at least 0.15 s after "a" did
+            await a_done.wait()  # "a" handled on its retry; the poison still fails
+            await asyncio.sleep(0.01)
+        since_a = time.monotonic() - failed_at["a"]
+        since_poison = time.monotonic() - failed_at["poison"]
+        age = _gauge("oldest_failing_record_seconds", route="batched") or 0.0
+        assert since_poison - 0.05 <= age <= since_a - 0.1, (age, since_poison, since_a)
+    finally:
+        await pipeline.close()
+        await engine.close()
+    assert _gauge("oldest_failing_record_seconds", route="batched") is None  # engine closed: no series
