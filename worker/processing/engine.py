@@ -15,8 +15,9 @@ from typing import Callable, Iterator, Mapping
 from worker.deadletter import DeadLetterDestination
 from worker.leases.model import Lease
 from worker.observability import metrics
+from worker.observability.loop_metrics import GaugeSource, ScrapedGauge
 from worker.processing.delivery import DeliveryServices, RouteDelivery
-from worker.processing.key_scheduler import CallSlots, sleep_without_slots
+from worker.processing.key_scheduler import CallSlots, KeyScheduler, sleep_without_slots
 from worker.processing.pipeline import ShardPipeline
 from worker.processing.progress import ShardProgress
 from worker.processing.router import Route, Router
@@ -46,11 +47,11 @@ class ProcessingEngine:
         self.call_slots = None if max_concurrent_calls is None else CallSlots(max_concurrent_calls)
         # Open pipelines, whose load the scrape-time gauges read (until close()).
         self._pipelines: set[ShardPipeline] = set()
-        self._gauges = (
-            (metrics.handler_calls_in_flight, self._calls_in_flight),
-            (metrics.handler_calls_in_backoff, self._calls_in_backoff),
+        self._gauges: tuple[tuple[ScrapedGauge, GaugeSource], ...] = (
+            (metrics.handler_calls_in_flight, self._per_route(lambda scheduler: scheduler.calls_in_flight)),
+            (metrics.handler_calls_in_backoff, self._per_route(lambda scheduler: scheduler.calls_in_backoff)),
+            (metrics.oldest_failing_record, self._per_route(lambda scheduler: scheduler.oldest_failure_seconds)),
             (metrics.records_in_flight, self._records_in_flight),
-            (metrics.oldest_failing_record, self._oldest_failing_record),
         )
         for gauge, source in self._gauges:
             gauge.add_source(source)
@@ -78,26 +79,17 @@ class ProcessingEngine:
 
     # -- load, read when the registry is collected (on the loop: reads only, copies first) --
 
-    def _calls_in_flight(self) -> Iterator[tuple[tuple[str, ...], float]]:
-        for route in self.router.routes:
-            yield (route.name,), 0.0  # every configured route has a series, busy or not
-        for pipeline in list(self._pipelines):
-            for name, scheduler in pipeline.schedulers():
-                yield (name,), float(scheduler.calls_in_flight)
+    def _per_route(self, read: Callable[[KeyScheduler], float]) -> GaugeSource:
+        """A source giving ``read`` of every open key scheduler, by route."""
 
-    def _calls_in_backoff(self) -> Iterator[tuple[tuple[str, ...], float]]:
-        for route in self.router.routes:
-            yield (route.name,), 0.0
-        for pipeline in list(self._pipelines):
-            for name, scheduler in pipeline.schedulers():
-                yield (name,), float(scheduler.calls_in_backoff)
+        def source() -> Iterator[tuple[tuple[str, ...], float]]:
+            for route in self.router.routes:
+                yield (route.name,), 0.0  # every configured route has a series, busy or not
+            for pipeline in list(self._pipelines):
+                for name, scheduler in pipeline.schedulers():
+                    yield (name,), float(read(scheduler))
 
-    def _oldest_failing_record(self) -> Iterator[tuple[tuple[str, ...], float]]:
-        for route in self.router.routes:
-            yield (route.name,), 0.0
-        for pipeline in list(self._pipelines):
-            for name, scheduler in pipeline.schedulers():
-                yield (name,), scheduler.oldest_failure_seconds
+        return source
 
     def _records_in_flight(self) -> Iterator[tuple[tuple[str, ...], float]]:
         for table in {route.table for route in self.router.routes}:
