@@ -7,28 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.config.support import HANDLERS, document, payment_record, write_config
+from tests.config.support import document, payment_record, write_config
 from worker.cli import main
 from worker.config import RetryConfig, parse_config
-from worker.deadletter import DeadLetter
 from worker.errors import ConfigError, PermanentError
 from worker.processing.delivery import DeliveryServices, RouteDelivery
 from worker.processing.progress import ShardProgress
 from worker.processing.router import Route, Router
 from worker.publishing import NoPublisher, PublisherNotConfigured
-
-
-class Letters:
-    """An in-memory dead-letter destination."""
-
-    def __init__(self) -> None:
-        self.sent: list[DeadLetter] = []
-
-    async def send(self, message: DeadLetter) -> None:
-        self.sent.append(message)
-
-    async def close(self) -> None:
-        return None
+from worker.testing import MemoryDeadLetters
 
 
 def test_a_config_without_publisher_passes_check_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -61,7 +48,7 @@ async def test_publishing_without_a_publisher_is_parked_naming_the_route() -> No
                   handler=handlers.publishing, options={}, retry=RetryConfig(max_attempts=5))
     services = DeliveryServices(publisher=NoPublisher(), tables=None, config=None,  # type: ignore[arg-type]
                                 worker_id="w", observers=[])
-    letters = Letters()
+    letters = MemoryDeadLetters()
     record = payment_record(1)
     progress = ShardProgress()
     progress.add(record, 1)
@@ -72,7 +59,7 @@ async def test_publishing_without_a_publisher_is_parked_naming_the_route() -> No
     delivery = RouteDelivery(route, services, letters, progress=progress, sleep=no_sleep)
     await delivery.deliver([record])
 
-    [letter] = letters.sent
+    [letter] = letters.letters
     assert (letter.error_type, letter.error_class, letter.attempts) == ("PublisherNotConfigured", "permanent", 1)
     assert "route 'audit'" in letter.error_message
     assert "add a 'publisher' section" in letter.error_message

@@ -13,12 +13,12 @@ from structlog.testing import capture_logs
 
 import tests.config.handlers as handlers
 from tests.config.support import payment_record
-from tests.config.test_publisher_optional import Letters
 from worker.config import RetryConfig
 from worker.deadletter import DeadLetter
 from worker.observability.logging import configure_logging
 from worker.processing.delivery import DeliveryServices, RouteDelivery
 from worker.processing.router import Route
+from worker.testing import MemoryDeadLetters
 from worker.tracebacks import MAX_TRACEBACK_CHARS, TracebackGate, failure_site, format_traceback
 
 HANDLERS_FILE = Path(handlers.__file__).resolve()
@@ -32,7 +32,7 @@ async def _no_sleep(seconds: float) -> None:
     return None
 
 
-def _delivery(route_name: str, max_attempts: int, letters: Letters) -> RouteDelivery:
+def _delivery(route_name: str, max_attempts: int, letters: MemoryDeadLetters) -> RouteDelivery:
     route = Route(name=route_name, table="payments", events=frozenset({"INSERT"}), new_image={}, old_image={},
                   handler=handlers.missing_currency, options={}, retry=RetryConfig(max_attempts=max_attempts))
     services = DeliveryServices(publisher=None, tables=None, config=None,  # type: ignore[arg-type]
@@ -51,7 +51,7 @@ class _AnyProgress:
 
 
 async def test_failing_handler_log_line_and_dead_letter_name_its_file_and_line() -> None:
-    letters = Letters()
+    letters = MemoryDeadLetters()
     with capture_logs() as lines:
         await _delivery("tb-file-line", 2, letters).deliver([payment_record(101)])
 
@@ -62,14 +62,14 @@ async def test_failing_handler_log_line_and_dead_letter_name_its_file_and_line()
     [parked] = [line for line in lines if line["event"] == "park record in dead-letter destination"]
     assert parked["at"] == SITE
 
-    [letter] = letters.sent
+    [letter] = letters.letters
     assert FRAME in letter.traceback
     assert DeadLetter.from_json(letter.to_json()).traceback == letter.traceback
 
 
 async def test_a_poison_record_logs_every_retry_but_one_traceback() -> None:
     with capture_logs() as lines:
-        await _delivery("tb-poison", 6, Letters()).deliver([payment_record(102)])
+        await _delivery("tb-poison", 6, MemoryDeadLetters()).deliver([payment_record(102)])
 
     retries = [line for line in lines if line["event"] == "retry failed handler"]
     assert [line["attempt"] for line in retries] == [1, 2, 3, 4, 5]
@@ -80,7 +80,7 @@ async def test_a_poison_record_logs_every_retry_but_one_traceback() -> None:
 async def test_json_logs_carry_the_traceback_as_a_field(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("INFO", "json")
     try:
-        await _delivery("tb-json", 2, Letters()).deliver([payment_record(103)])
+        await _delivery("tb-json", 2, MemoryDeadLetters()).deliver([payment_record(103)])
     finally:
         structlog.reset_defaults()
 
@@ -139,10 +139,10 @@ async def test_replay_dry_run_shows_the_parked_traceback(tmp_path: Path, capsys:
     route = {"name": "tb-replay", "table": "payments", "handler": f"{HANDLERS}:missing_currency",
              "retry": {"max_attempts": 1}, "dead_letter": {"type": "jsonl", "path": str(letters_path)}}
     config_path = write_config(tmp_path, document(route))
-    parked = Letters()
+    parked = MemoryDeadLetters()
     await _delivery("tb-replay", 1, parked).deliver([payment_record(105)])
     destination = JsonlDeadLetters(letters_path)
-    await destination.send(parked.sent[0])
+    await destination.send(parked.letters[0])
     await destination.close()
 
     code = await asyncio.to_thread(main, ["replay", "--config", str(config_path), "--dry-run"])

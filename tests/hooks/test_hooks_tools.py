@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.config.support import document, payment_record, write_config
-from tests.config.test_publisher_optional import Letters
+from worker.testing import MemoryDeadLetters
 from tests.config.test_tracebacks import _delivery
 from tests.hooks.recording_hooks import BEHAVIOUR, JOURNAL, SharedClient, names
 from worker.cli import main
@@ -53,10 +53,10 @@ async def test_replay_gives_handlers_the_resources_and_closes_them(
     letters_path = tmp_path / "letters.jsonl"
     route = {**ROUTE, "retry": {"max_attempts": 1}, "dead_letter": {"type": "jsonl", "path": str(letters_path)}}
     config_path = write_config(tmp_path, document(route, hooks=WORKER_HOOKS))
-    parked = Letters()
+    parked = MemoryDeadLetters()
     await _delivery("rec", 1, parked).deliver([payment_record(7)])  # fails: KeyError, parked
     destination = JsonlDeadLetters(letters_path)
-    await destination.send(parked.sent[0])
+    await destination.send(parked.letters[0])
     await destination.close()
 
     code = await asyncio.to_thread(main, ["replay", "--config", str(config_path)])

@@ -28,6 +28,7 @@ from worker.processing.pipeline import ShardPipeline
 from worker.processing.progress import ShardProgress
 from worker.processing.router import Route
 from worker.records import StreamRecord
+from worker.testing import MemoryDeadLetters
 
 TABLE = "orders"
 STREAM_ARN = "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2024-01-01T00:00:00.000"
@@ -91,17 +92,16 @@ class Log:
         return len(self.events) - 1 - self.events[::-1].index((what, n))
 
 
-class MemoryLetters:
+class MemoryLetters(MemoryDeadLetters):
+    """Also logs each park in the run's event log."""
+
     def __init__(self, log: Log) -> None:
+        super().__init__()
         self.log = log
-        self.letters: list[DeadLetter] = []
 
     async def send(self, message: DeadLetter) -> None:
-        self.letters.append(message)
+        await super().send(message)
         self.log.events.append(("park", int(message.sequence_number) - 1000))
-
-    async def close(self) -> None:
-        return None
 
 
 def make_route(name: str, handler: Any, *, concurrency: int, batch: bool = False, batch_size: int = 1,

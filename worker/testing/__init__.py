@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from worker.testing.memory import MemoryDeadLetters, MemoryPublisher
 from worker.testing.records import make_record
 
 if TYPE_CHECKING:
     from worker.testing.harness import HarnessStuck, Outcome, RouteHarness, route_harness
 
-__all__ = ["HarnessStuck", "Outcome", "RouteHarness", "make_record", "route_harness"]
+__all__ = ["HarnessStuck", "MemoryDeadLetters", "MemoryPublisher", "Outcome", "RouteHarness", "make_record",
+           "route_harness"]
 
 
 def __getattr__(name: str) -> Any:

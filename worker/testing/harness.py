@@ -43,6 +43,7 @@ from worker.processing.tables import Tables
 from worker.publishing.events import Event
 from worker.records import EventName, StreamRecord
 from worker.testing import aws_mock
+from worker.testing.memory import MemoryDeadLetters, MemoryPublisher
 from worker.testing.records import make_record
 
 
@@ -57,28 +58,6 @@ class Outcome(str, enum.Enum):
 class HarnessStuck(RuntimeError):
     """A record kept failing on a route without a dead-letter destination: the worker
     would retry it forever (it never drops a record), so the harness stops instead."""
-
-
-class _RecordingPublisher:
-    def __init__(self) -> None:
-        self.events: list[Event] = []
-
-    async def publish(self, event: Event) -> None:
-        self.events.append(event)
-
-    async def close(self) -> None:
-        return None
-
-
-class _ListDeadLetters:
-    def __init__(self) -> None:
-        self.letters: list[DeadLetter] = []
-
-    async def send(self, message: DeadLetter) -> None:
-        self.letters.append(message)
-
-    async def close(self) -> None:
-        return None
 
 
 class _Recorder:
@@ -208,8 +187,8 @@ async def route_harness(
                 await create_application_table(ddb, table.name, table.key, with_stream=False)
             table_names = {logical: table.name for logical, table in config.tables.items()}
             tables = Tables(clients, table_names)
-            publisher = _RecordingPublisher()
-            letters = _ListDeadLetters() if route.dead_letter is not None else None
+            publisher = MemoryPublisher()
+            letters = MemoryDeadLetters() if route.dead_letter is not None else None
             recorder = _Recorder(route.name, retry_limit)
             services = DeliveryServices(publisher=publisher, tables=tables, config=config,
                                         worker_id="route-harness", observers=[recorder.observe],

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from worker.deadletter import DeadLetter
 from worker.errors import PermanentError
 from worker.observability import metrics
 from worker.processing.delivery import RouteDelivery
@@ -17,6 +16,7 @@ from worker.processing.progress import ShardProgress
 from worker.processing.router import Route
 from worker.records import StreamRecord
 from worker.config import RetryConfig
+from worker.testing import MemoryDeadLetters
 from tests.unit.pipeline_fakes import make_record
 
 OBSERVED: list[tuple[str, str, str]] = []  # (route, sequence number, outcome) from every delivery
@@ -29,14 +29,6 @@ def _observer(record: StreamRecord, route: str, outcome: str, started: float, en
 
 SERVICES = DeliveryServices(publisher=None, tables=None, config=None,  # type: ignore[arg-type]
                             worker_id="w", observers=[_observer])
-
-
-class Letters:
-    def __init__(self) -> None:
-        self.sent: list[DeadLetter] = []
-
-    async def send(self, letter: DeadLetter) -> None:
-        self.sent.append(letter)
 
 
 class Script:
@@ -61,13 +53,13 @@ def _calls_timed(route: str) -> int:
 
 
 async def _run(path: str, route_name: str, handler: Script, *, max_attempts: int = 3,
-               record: StreamRecord | None = None, max_age: int = -1) -> tuple[Letters, list[str], list[float]]:
+               record: StreamRecord | None = None, max_age: int = -1) -> tuple[MemoryDeadLetters, list[str], list[float]]:
     route = Route(name=route_name, table="orders", events=frozenset({"INSERT"}), new_image={}, old_image={},
                   handler=handler, options={}, timeout_seconds=5.0,
                   retry=RetryConfig(max_attempts=max_attempts, initial_backoff_seconds=0.01,
                                     max_backoff_seconds=0.01, max_record_age_seconds=max_age))
     progress = ShardProgress()
-    letters = Letters()
+    letters = MemoryDeadLetters()
     sleeps: list[float] = []
 
     async def sleep(delay: float) -> None:
@@ -93,7 +85,7 @@ async def test_fast_and_general_paths_agree(failures: int, max_attempts: int, pa
         handler = Script(failures)
         OBSERVED.clear()
         letters, finished, sleeps = await _run(path, name, handler, max_attempts=max_attempts)
-        results[path] = (handler.attempts, [l.attempts for l in letters.sent], finished, len(sleeps),
+        results[path] = (handler.attempts, [l.attempts for l in letters.letters], finished, len(sleeps),
                          _handled(name, "ok"), _handled(name, "error"), _calls_timed(name),
                          [outcome for _, _, outcome in OBSERVED])
     assert results["fast"] == results["general"]
@@ -111,7 +103,7 @@ async def test_a_permanent_error_on_the_first_call_parks_at_once() -> None:
     handler = Script(1, PermanentError)
     letters, _, sleeps = await _run("fast", "dr-permanent", handler)
     assert handler.attempts == [1] and sleeps == []
-    assert [(l.error_class, l.attempts) for l in letters.sent] == [("permanent", 1)]
+    assert [(l.error_class, l.attempts) for l in letters.letters] == [("permanent", 1)]
 
 
 async def test_a_record_too_old_is_parked_without_a_call() -> None:
@@ -119,7 +111,7 @@ async def test_a_record_too_old_is_parked_without_a_call() -> None:
     handler = Script(0)
     letters, _, _ = await _run("fast", "dr-old", handler, record=old, max_age=60)
     assert handler.attempts == []
-    assert [l.error_class for l in letters.sent] == ["record_too_old"]
+    assert [l.error_class for l in letters.letters] == ["record_too_old"]
 
 
 async def test_a_batch_route_refuses_the_per_record_path() -> None:
