@@ -30,7 +30,7 @@ import time
 from dataclasses import replace
 from datetime import datetime
 from types import SimpleNamespace
-from typing import Any, Awaitable, Callable, Hashable, Iterable
+from typing import Any, Awaitable, Callable, Hashable, Iterable, Sequence
 
 import structlog
 from tenacity import wait_exponential_jitter
@@ -162,19 +162,7 @@ class RouteDelivery:
             raise
         return failed, started
 
-    def _record_one(self, record: StreamRecord, outcome: str, started: float) -> None:
-        """``_record([record], ...)`` without the list, for the per-record fast path."""
-        ended = time.monotonic()
-        self._handled[outcome].inc()
-        self._duration.observe(ended - started)
-        if outcome == "ok":
-            created = record.approximate_creation_epoch
-            if created is not None:
-                self._last_age.set(max(time.time() - created, 0.0))
-        if self._services.observers:
-            self._observe((record,), outcome, started, ended)
-
-    def _record(self, records: list[StreamRecord], outcome: str, started: float) -> None:
+    def _record(self, records: Sequence[StreamRecord], outcome: str, started: float) -> None:
         ended = time.monotonic()
         self._handled[outcome].inc(len(records))
         self._duration.observe(ended - started, tracing.exemplar())
@@ -216,7 +204,7 @@ class RouteDelivery:
         try:
             await self.invoker.handle(record, 1, task)
         except Exception as exc:  # noqa: BLE001 - the general path applies the policy
-            self._record_one(record, "error", started)
+            self._record((record,), "error", started)
             first_failure = utc_now()
             self._failing[id(record)] = time.monotonic()
             try:
@@ -225,7 +213,7 @@ class RouteDelivery:
             finally:
                 self._failing.pop(id(record), None)
             return
-        self._record_one(record, "ok", started)
+        self._record((record,), "ok", started)
         self._progress.finish(record)
 
     async def _deliver_one(
